@@ -231,3 +231,62 @@ def write_raw_capture(path: str | os.PathLike[str], messages: Iterable[Iterable[
             cbor2.dump([frame_bytes(frame) for frame in message], f)
             count += 1
     return count
+
+
+class _PickledObject:
+    """Stand-in for dranspose classes found in old pickle dumps (state kept as attributes)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.__dict__.update(kwargs)
+
+    def __setstate__(self, state: Any) -> None:
+        if isinstance(state, tuple):  # (dict_state, slots_state)
+            state = next((s for s in state if isinstance(s, dict)), {})
+        if isinstance(state, dict):
+            inner = state.get("__dict__", state)
+            if isinstance(inner, dict):
+                self.__dict__.update(inner)
+
+
+def _record_from_pickled(obj: Any, where: str) -> DumpRecord:
+    def field(item: Any, name: str) -> Any:
+        return item.get(name) if isinstance(item, dict) else getattr(item, name, None)
+
+    number = field(obj, "event_number")
+    raw_streams = field(obj, "streams")
+    if not isinstance(number, int) or not isinstance(raw_streams, dict):
+        raise CaptureError(f"{where}: not an event record")
+    streams = {}
+    for name, sd in raw_streams.items():
+        frames = field(sd, "frames") or []
+        streams[str(name)] = StreamData(
+            typ=str(field(sd, "typ")), frames=[frame_bytes(f) for f in frames]
+        )
+    return DumpRecord(number, streams)
+
+
+def read_pickle_dump(path: str | os.PathLike[str], *, trust: bool) -> Iterator[DumpRecord]:
+    """Old ``*.pkls`` dumps: consecutive pickles. Unpickling runs code: trusted files only."""
+    import pickle
+
+    if not trust:
+        raise CaptureError(f"{os.fspath(path)}: pickle dumps are read only when trusted")
+
+    class _Unpickler(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> Any:
+            if module.split(".")[0] in ("dranspose", "zmq"):
+                return _PickledObject
+            return super().find_class(module, name)
+
+    stream = _open(path)
+    try:
+        index = 0
+        while not _eof(stream):
+            try:
+                obj = _Unpickler(stream).load()  # trusted: the user passed --trust-pickle
+            except (EOFError, pickle.UnpicklingError) as exc:
+                raise TruncatedCapture(os.fspath(path), index, stream.tell(), str(exc)) from None
+            yield _record_from_pickled(obj, f"{os.fspath(path)} record {index}")
+            index += 1
+    finally:
+        stream.close()

@@ -1,0 +1,1 @@
+"""Message models per protocol, under dranspose's ``dranspose.data.<protocol>`` paths."""

@@ -1,0 +1,1 @@
+"""Parsers per protocol, under dranspose's ``dranspose.middlewares.<protocol>`` paths."""

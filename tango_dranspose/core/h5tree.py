@@ -1,0 +1,126 @@
+"""Writing a payload's ``publish`` tree to HDF5, atomically.
+
+Dicts become groups, arrays and numbers datasets, strings and lists of strings UTF-8 string
+datasets. ``"<name>_attrs"`` holds the attributes of the sibling ``<name>``; ``"_attrs"`` those
+of the group itself. Values that HDF5 cannot hold are skipped and reported, never fatal.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+ATTRS_SUFFIX = "_attrs"
+_STR = h5py.string_dtype("utf-8")
+
+
+def _as_array(value: Any) -> np.ndarray | None:
+    if isinstance(value, np.ndarray):
+        return value
+    if isinstance(value, bool | int | float | complex | np.generic):
+        return np.asarray(value)
+    if isinstance(value, list | tuple):
+        if value and all(isinstance(v, str) for v in value):
+            return np.asarray(value, dtype=_STR)
+        try:
+            arr = np.asarray(value)
+        except ValueError:
+            return None
+        return arr if arr.dtype != object else None
+    return None
+
+
+def _attr_value(value: Any) -> Any:
+    if isinstance(value, str | bytes):
+        return value
+    if isinstance(value, list | tuple) and value and all(isinstance(v, str) for v in value):
+        return np.asarray(value, dtype=_STR)
+    return value
+
+
+def write_tree(
+    group: h5py.Group,
+    tree: Mapping[str, Any],
+    *,
+    skipped: list[str] | None = None,
+    path: str = "",
+) -> None:
+    """Write ``tree`` into ``group``; names of values that could not be written go to ``skipped``."""
+    skipped = skipped if skipped is not None else []
+    attrs: dict[str, Mapping[str, Any]] = {}
+    for key, value in tree.items():
+        key = str(key)
+        where = f"{path}/{key}"
+        if key == ATTRS_SUFFIX:
+            attrs[""] = value
+            continue
+        if key.endswith(ATTRS_SUFFIX) and isinstance(value, Mapping):
+            attrs[key[: -len(ATTRS_SUFFIX)]] = value
+            continue
+        if isinstance(value, Mapping):
+            write_tree(group.require_group(key), value, skipped=skipped, path=where)
+        elif isinstance(value, str):
+            group.create_dataset(key, data=value, dtype=_STR)
+        elif value is None:
+            skipped.append(f"{where} (None)")
+        else:
+            arr = _as_array(value)
+            if arr is None:
+                skipped.append(f"{where} ({type(value).__name__})")
+                continue
+            group.create_dataset(key, data=arr)
+    for name, mapping in attrs.items():
+        target = group if name == "" else group.get(name)
+        if target is None or not isinstance(mapping, Mapping):
+            skipped.append(f"{path}/{name}{ATTRS_SUFFIX} (no sibling {name!r})")
+            continue
+        for k, v in mapping.items():
+            try:
+                target.attrs[str(k)] = _attr_value(v)
+            except (TypeError, ValueError):
+                skipped.append(f"{path}/{name}@{k} ({type(v).__name__})")
+
+
+def write_file(
+    path: str | os.PathLike[str],
+    tree: Mapping[str, Any],
+    *,
+    extra: Callable[[h5py.File], None] | None = None,
+) -> list[str]:
+    """Write ``tree`` to ``path`` via a temporary file and a rename; returns skipped names."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    skipped: list[str] = []
+    try:
+        with h5py.File(tmp, "w") as f:
+            write_tree(f, tree, skipped=skipped)
+            if extra is not None:
+                extra(f)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return skipped
+
+
+def read_tree(group: h5py.Group) -> dict[str, Any]:
+    """Read a group back into a dict (strings decoded), for tests and tools."""
+    out: dict[str, Any] = {}
+    for key, item in group.items():
+        if isinstance(item, h5py.Group):
+            out[key] = read_tree(item)
+        else:
+            if h5py.check_string_dtype(item.dtype) is not None:
+                data = item.asstr()[()]
+                out[key] = data.tolist() if isinstance(data, np.ndarray) else data
+            else:
+                out[key] = item[()]
+    return out
