@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TextIO
 
 from tango_dranspose import __version__
 from tango_dranspose.core.capture import CaptureError
@@ -35,8 +35,10 @@ def _load_map(path: str, no_wrap: bool) -> TriggerMap:
         raise UsageError(f"invalid trigger map {path}: {exc}") from None
 
 
-def _print_summary(s: ReplaySummary, out: object = sys.stdout) -> None:
-    p = lambda *a: print(*a, file=out)  # noqa: E731
+def _print_summary(s: ReplaySummary, out: TextIO = sys.stdout) -> None:
+    def p(text: str) -> None:
+        print(text, file=out)
+
     p(f"events      {s.events}")
     p(f"results     {s.results}")
     p(f"errors      {s.failure_count}")
@@ -91,8 +93,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from tango_dranspose.examples.demo_data import write_demo_scan
     from tango_dranspose.core.treeview import describe_tree
+    from tango_dranspose.examples.demo_data import write_demo_scan
 
     with tempfile.TemporaryDirectory(prefix="tango-dranspose-demo-") as tmp:
         state = Path(args.state_dir) if args.state_dir else Path(tmp)
@@ -168,23 +170,43 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("-w", "--worker", required=True, metavar="MODULE:CLASS", help="worker class")
     rp.add_argument("-r", "--reducer", required=True, metavar="MODULE:CLASS", help="reducer class")
     rp.add_argument(
-        "-f", "--files", required=True, nargs="+", action="extend", metavar="[STREAM[:PROTOCOL]=]PATH",
+        "-f",
+        "--files",
+        required=True,
+        nargs="+",
+        action="extend",
+        metavar="[STREAM[:PROTOCOL]=]PATH",
         help="capture files (repeatable); several dumps of one scan are merged by event number",
     )
     rp.add_argument(
-        "-p", "--parameters", metavar="FILE",
-        help='parameter file: JSON [{"name": ..., "data": ...}] (also .cbor; .pkl with --trust-pickle)',
+        "-p",
+        "--parameters",
+        metavar="FILE",
+        help='parameter file: JSON [{"name": ..., "data": ...}] '
+        "(also .cbor; .pkl with --trust-pickle)",
     )
-    rp.add_argument("--map", metavar="FILE", help="trigger map (JSON); default: start and end to every worker, data round-robin")
-    rp.add_argument("--no-wrap", action="store_true", help="with --map: no extra start/end events")
-    rp.add_argument("--workers", type=int, default=1, metavar="N", help="worker instances (default 1)")
-    rp.add_argument("-o", "--output", metavar="FILE.h5", help="write the publish tree to this HDF5 file")
     rp.add_argument(
-        "--payload-path", action="append", default=[], metavar="DIR",
+        "--map",
+        metavar="FILE",
+        help="trigger map (JSON); default: start and end to every worker, data round-robin",
+    )
+    rp.add_argument("--no-wrap", action="store_true", help="with --map: no extra start/end events")
+    rp.add_argument(
+        "--workers", type=int, default=1, metavar="N", help="worker instances (default 1)"
+    )
+    rp.add_argument(
+        "-o", "--output", metavar="FILE.h5", help="write the publish tree to this HDF5 file"
+    )
+    rp.add_argument(
+        "--payload-path",
+        action="append",
+        default=[],
+        metavar="DIR",
         help="where to find payload modules not installed (repeatable; default: current directory)",
     )
     rp.add_argument(
-        "--trust-pickle", action="store_true",
+        "--trust-pickle",
+        action="store_true",
         help="allow pickle dumps (*.pkls) and pickle parameter files; they can run code",
     )
     rp.add_argument("--print-result", action="store_true", help="print the publish tree")
@@ -196,7 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Generate a synthetic STINS diffraction scan, replay it through the bundled "
         "ROI example on two workers and print the reduced result.",
     )
-    dp.add_argument("--frames", type=int, default=50, help="frames in the synthetic scan (default 50)")
+    dp.add_argument(
+        "--frames", type=int, default=50, help="frames in the synthetic scan (default 50)"
+    )
     dp.add_argument("--state-dir", metavar="DIR", help="keep the capture and result.h5 here")
     dp.set_defaults(func=cmd_demo)
 
@@ -204,7 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     pp.set_defaults(func=cmd_protocols)
 
     ip = sub.add_parser(
-        "inspect", help="count the events and frames of capture files",
+        "inspect",
+        help="count the events and frames of capture files",
         description="Read capture files as the replay would and report events, frames and drops.",
     )
     ip.add_argument("files", nargs="+", metavar="[STREAM[:PROTOCOL]=]PATH")

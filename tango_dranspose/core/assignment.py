@@ -63,9 +63,7 @@ def check_workers(tmap: TriggerMap, workers: Iterable[WorkerSpec]) -> None:
 class Assigner:
     """Turns a trigger map into assignments as worker capacity allows."""
 
-    def __init__(
-        self, tmap: TriggerMap, workers: Iterable[WorkerSpec], *, slots: int = 1
-    ) -> None:
+    def __init__(self, tmap: TriggerMap, workers: Iterable[WorkerSpec], *, slots: int = 1) -> None:
         self.workers = list(workers)
         check_workers(tmap, self.workers)
         self.map = tmap
@@ -154,18 +152,18 @@ class Assigner:
             names: dict[str, None] = {}
             for vw in cell:
                 if vw.constraint is None:
-                    for name in self._recipients(vw.tags):
-                        names[name] = None
+                    for each in self._recipients(vw.tags):
+                        names[each] = None
                     continue
-                name = self._bound.get(vw.constraint) or new.get(vw.constraint)
-                if name is None:
-                    picked = self._pick(vw, set(recipients))
-                    if picked is None:
+                bound = self._bound.get(vw.constraint) or new.get(vw.constraint)
+                if bound is None:
+                    bound = self._pick(vw, set(recipients))
+                    if bound is None:
                         return None
-                    name = new[vw.constraint] = picked
-                elif name not in recipients and self._free[name] <= 0:
+                    new[vw.constraint] = bound
+                elif bound not in recipients and self._free[bound] <= 0:
                     return None
-                names[name] = None
+                names[bound] = None
             streams[stream] = tuple(names)
             recipients.update(names)
         return streams, new, list(recipients)

@@ -87,7 +87,9 @@ def iter_cbor(path: str | os.PathLike[str]) -> Iterator[Any]:
             try:
                 item = decoder.decode()
             except (EOFError, cbor2.CBORDecodeError) as exc:
-                raise TruncatedCapture(name, count, offset, str(exc) or type(exc).__name__) from None
+                raise TruncatedCapture(
+                    name, count, offset, str(exc) or type(exc).__name__
+                ) from None
             except (OSError, gzip.BadGzipFile) as exc:
                 raise TruncatedCapture(name, count, offset, str(exc)) from None
             count += 1
@@ -189,14 +191,18 @@ def merge_dumps(paths: Iterable[str | os.PathLike[str]]) -> Iterator[DumpRecord]
         yield current
 
 
+def _open_write(path: Path) -> IO[bytes]:
+    if path.suffix == ".gz":
+        return gzip.open(path, "wb")  # type: ignore[return-value]
+    return open(path, "wb")  # noqa: SIM115 - the caller closes it
+
+
 class DumpWriter:
     """Writes ingester dump records (tagged, self-describing, with ``created_at``)."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self._file: IO[bytes] = (
-            gzip.open(self.path, "wb") if self.path.suffix == ".gz" else open(self.path, "wb")  # noqa: SIM115
-        )
+        self._file: IO[bytes] = _open_write(self.path)
         self._encoder = cbor2.CBOREncoder(self._file, timezone=dt.timezone.utc)
         self.records = 0
 
@@ -226,7 +232,7 @@ def write_raw_capture(path: str | os.PathLike[str], messages: Iterable[Iterable[
     """Write upstream messages as a raw capture; returns how many were written."""
     count = 0
     p = Path(path)
-    with gzip.open(p, "wb") if p.suffix == ".gz" else open(p, "wb") as f:
+    with _open_write(p) as f:
         for message in messages:
             cbor2.dump([frame_bytes(frame) for frame in message], f)
             count += 1

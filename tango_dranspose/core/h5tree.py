@@ -51,7 +51,7 @@ def write_tree(
     skipped: list[str] | None = None,
     path: str = "",
 ) -> None:
-    """Write ``tree`` into ``group``; names of values that could not be written go to ``skipped``."""
+    """Write ``tree`` into ``group``; what could not be written is named in ``skipped``."""
     skipped = skipped if skipped is not None else []
     attrs: dict[str, Mapping[str, Any]] = {}
     for key, value in tree.items():

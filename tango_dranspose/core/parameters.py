@@ -107,7 +107,7 @@ ParameterType = Annotated[
     StrParameter | BinaryParameter | FileParameter | IntParameter | FloatParameter | BoolParameter,
     Field(discriminator="dtype"),
 ]
-Parameter: TypeAdapter[ParameterBase] = TypeAdapter(ParameterType)  # type: ignore[arg-type]
+Parameter: TypeAdapter[ParameterBase] = TypeAdapter(ParameterType)
 ParameterList: TypeAdapter[list[ParameterBase]] = TypeAdapter(list[ParameterType])  # type: ignore[arg-type]
 
 
@@ -154,9 +154,9 @@ class ParameterSet:
             values[name] = WorkParameter(name, desc.default_value(), data, desc)
         for name, data in (raw or {}).items():
             data = bytes(data)
-            desc = self.descriptions.get(name)
-            value = desc.from_bytes(data) if desc is not None else None
-            values[name] = WorkParameter(name, value, data, desc)
+            known = self.descriptions.get(name)
+            value = known.from_bytes(data) if known is not None else None
+            values[name] = WorkParameter(name, value, data, known)
             self.raw[name] = data
         self.values = values
         digest = hashlib.sha256()

@@ -110,18 +110,26 @@ def describe_class(cls: type) -> dict[str, ParameterBase]:
 
 def construct(cls: type, **offered: Any) -> Any:
     """A new payload instance with the keywords its ``__init__`` takes."""
-    kwargs = _accepted_kwargs(cls.__init__, offered)
+    kwargs = _accepted_kwargs(cls, offered)
     try:
         return cls(**kwargs)
     except Exception as exc:
-        raise PayloadError(f"constructing {cls.__name__} failed: {type(exc).__name__}: {exc}") from exc
+        raise PayloadError(
+            f"constructing {cls.__name__} failed: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 class WorkerPayload:
     """One scan's worker instance, with dranspose's calling conventions."""
 
-    def __init__(self, cls: type, *, parameters: dict[str, WorkParameter], context: dict[str, Any],
-                 state: Any = None) -> None:
+    def __init__(
+        self,
+        cls: type,
+        *,
+        parameters: dict[str, WorkParameter],
+        context: dict[str, Any],
+        state: Any = None,
+    ) -> None:
         self.instance = construct(cls, parameters=parameters, context=context, state=state)
         fn = self.instance.process_event
         # dranspose calls process_event(event, parameters, tick) positionally; tolerate
@@ -129,7 +137,9 @@ class WorkerPayload:
         self._arity = min(_positional_capacity(fn), 3)
         self._process = fn
 
-    def process_event(self, event: EventData, parameters: dict[str, WorkParameter], tick: bool) -> Any:
+    def process_event(
+        self, event: EventData, parameters: dict[str, WorkParameter], tick: bool
+    ) -> Any:
         if self._arity >= 3:
             return self._process(event, parameters, tick)
         if self._arity == 2:
@@ -152,8 +162,14 @@ class WorkerPayload:
 class ReducerPayload:
     """One scan's reducer instance."""
 
-    def __init__(self, cls: type, *, parameters: dict[str, WorkParameter], context: dict[str, Any],
-                 state: Any = None) -> None:
+    def __init__(
+        self,
+        cls: type,
+        *,
+        parameters: dict[str, WorkParameter],
+        context: dict[str, Any],
+        state: Any = None,
+    ) -> None:
         self.instance = construct(cls, parameters=parameters, context=context, state=state)
         self._process = self.instance.process_result
         self.has_timer = callable(getattr(self.instance, "timer", None))

@@ -110,7 +110,9 @@ def _compile_cell(raw: Any, where: str, interner: _Interner) -> Cell:
                     f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}"
                     for e in exc.errors()
                 )
-                raise TriggerMapError(f"{where}: invalid virtual worker {item!r} ({detail})") from None
+                raise TriggerMapError(
+                    f"{where}: invalid virtual worker {item!r} ({detail})"
+                ) from None
         if not vw.tags:
             raise TriggerMapError(f"{where}: a virtual worker needs at least one tag")
         vws.append(interner.vw(vw.constraint, vw.tags))
@@ -143,7 +145,9 @@ def _compile_part(name: str, raw: Any, interner: _Interner) -> Part:
     rows = tuple(zip(*columns, strict=True)) if columns else ()
     max_constraints = 0
     for row in rows:
-        distinct = {vw.constraint for cell in row if cell for vw in cell if vw.constraint is not None}
+        distinct = {
+            vw.constraint for cell in row if cell for vw in cell if vw.constraint is not None
+        }
         max_constraints = max(max_constraints, len(distinct))
     return Part(name, streams, rows, max_constraints)
 
@@ -178,15 +182,18 @@ class TriggerMap:
         self.streams: tuple[str, ...] = tuple(
             sorted({s for p in self.parts.values() for s in p.streams})
         )
-        self.tags: frozenset[str] = frozenset(
-            t
-            for n in used
-            for row in self.parts[n].rows
-            for cell in row
-            if cell
-            for vw in cell
-            for t in vw.tags
-        ) or DEFAULT_TAGS
+        self.tags: frozenset[str] = (
+            frozenset(
+                t
+                for n in used
+                for row in self.parts[n].rows
+                for cell in row
+                if cell
+                for vw in cell
+                for t in vw.tags
+            )
+            or DEFAULT_TAGS
+        )
         # Start index (without the wrap offset) of every occurrence, plus the total.
         self._offsets: list[int] = [0]
         for name in self.sequence:
@@ -204,9 +211,7 @@ class TriggerMap:
             except json.JSONDecodeError as exc:
                 raise TriggerMapError(f"the trigger map is not valid JSON: {exc}") from None
         if not isinstance(obj, Mapping):
-            raise TriggerMapError(
-                f"a trigger map is a JSON object, got {type(obj).__name__}"
-            )
+            raise TriggerMapError(f"a trigger map is a JSON object, got {type(obj).__name__}")
         if "parts" in obj and isinstance(obj["parts"], Mapping):
             extra = set(obj) - {"parts", "sequence", "wrap"}
             if extra:
@@ -282,7 +287,9 @@ class TriggerMap:
             n -= 1
         occ = bisect.bisect_right(self._offsets, n) - 1
         part = self.parts[self.sequence[occ]]
-        return EventSpec(event_number, occ, part.name, part.streams, part.rows[n - self._offsets[occ]])
+        return EventSpec(
+            event_number, occ, part.name, part.streams, part.rows[n - self._offsets[occ]]
+        )
 
     def iter_events(self, start: int = 0) -> Iterator[EventSpec]:
         """Every event from ``start`` on, in order, without materialising the sequence."""

@@ -123,7 +123,9 @@ class _Run:
         self.summary.failure_count += 1
         tb = traceback.format_exc()
         if len(self.summary.failures) < self.MAX_KEPT_FAILURES:
-            self.summary.failures.append(PayloadFailure(where, event, f"{type(exc).__name__}: {exc}", tb))
+            self.summary.failures.append(
+                PayloadFailure(where, event, f"{type(exc).__name__}: {exc}", tb)
+            )
         log.error("%s failed on event %s: %s: %s\n%s", where, event, type(exc).__name__, exc, tb)
 
     def run_event(self, worker: str, number: int, streams: dict[str, StreamData]) -> None:
@@ -134,7 +136,9 @@ class _Run:
                 tick = True
                 self.next_tick = now + self.tick_interval
         try:
-            payload = self.workers[worker].process_event(EventData(number, streams), self.values, tick)
+            payload = self.workers[worker].process_event(
+                EventData(number, streams), self.values, tick
+            )
         except Exception as exc:
             self.fail(f"{worker} process_event", number, exc)
             return
@@ -244,7 +248,9 @@ def _replay_with_map(run: _Run, sources: Sequence[CaptureSource], tmap: TriggerM
         run.ledger(stream).unused += n
 
 
-def run_replay(cfg: ReplayConfig, progress: Callable[[ReplaySummary], None] | None = None) -> ReplaySummary:
+def run_replay(
+    cfg: ReplayConfig, progress: Callable[[ReplaySummary], None] | None = None
+) -> ReplaySummary:
     """Replay the captures through the payloads; raises only for unusable input."""
     sources = open_captures(cfg.captures, trust_pickle=cfg.trust_pickle)
     run = _Run(cfg)

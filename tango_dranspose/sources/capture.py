@@ -128,7 +128,9 @@ class CaptureSource:
         self.drops.merge(framer.drops)
 
 
-def open_captures(specs: Sequence[str | CaptureSpec], *, trust_pickle: bool = False) -> list[CaptureSource]:
+def open_captures(
+    specs: Sequence[str | CaptureSpec], *, trust_pickle: bool = False
+) -> list[CaptureSource]:
     """Open every capture; two files feeding the same stream are refused."""
     sources = []
     owner: dict[str, Path] = {}

@@ -1,0 +1,1 @@
+"""Example payloads, written in dranspose style against ``tango_dranspose.compat``."""
