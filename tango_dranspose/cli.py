@@ -35,9 +35,9 @@ def _load_map(path: str, no_wrap: bool) -> TriggerMap:
         raise UsageError(f"invalid trigger map {path}: {exc}") from None
 
 
-def _print_summary(s: ReplaySummary, out: TextIO = sys.stdout) -> None:
+def _print_summary(s: ReplaySummary, out: TextIO | None = None) -> None:
     def p(text: str) -> None:
-        print(text, file=out)
+        print(text, file=out or sys.stdout)
 
     p(f"events      {s.events}")
     p(f"results     {s.results}")

@@ -194,7 +194,7 @@ def merge_dumps(paths: Iterable[str | os.PathLike[str]]) -> Iterator[DumpRecord]
 def _open_write(path: Path) -> IO[bytes]:
     if path.suffix == ".gz":
         return gzip.open(path, "wb")  # type: ignore[return-value]
-    return open(path, "wb")  # noqa: SIM115 - the caller closes it
+    return open(path, "wb")
 
 
 class DumpWriter:

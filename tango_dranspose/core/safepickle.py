@@ -2,7 +2,7 @@
 
 Two upstream protocols (Xspress3 metadata, Contrast, LeCroy timestamps) put pickles on the
 wire. Plain unpickling runs whatever callable the bytes name, so anything that reaches us from
-a socket or a file goes through :func:`loads_data`, which only rebuilds containers, scalars and
+a socket or a file goes through :func:`restricted_loads`, which only rebuilds containers, scalars and
 numpy arrays and refuses every other global with :class:`UnsafePickleError`.
 """
 
@@ -68,6 +68,6 @@ class _DataUnpickler(pickle.Unpickler):
         )
 
 
-def loads_data(data: bytes | bytearray | memoryview) -> Any:
+def restricted_loads(data: bytes | bytearray | memoryview) -> Any:
     """Unpickle ``data`` if it holds plain data only; raise :class:`UnsafePickleError` else."""
     return _DataUnpickler(io.BytesIO(data)).load()

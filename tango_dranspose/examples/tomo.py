@@ -41,7 +41,9 @@ class TomoWorker:
             values = self.pcap.parse(event.streams["pcap_rot"])
             if isinstance(values, PositionCapValues):
                 field = parameters["angle_field"].value if parameters else "INENC2.VAL.Mean"
-                out["angle"] = float(values.fields[field].value)
+                angle = values.fields[field].value
+                if angle is not None:
+                    out["angle"] = float(angle)
         if "orca" in event.streams:
             packet = parse_stins(event.streams["orca"])
             if isinstance(packet, Stream1Data):

@@ -94,9 +94,7 @@ def _validate(obj: dict[str, Any]) -> PCAPPacketType:
     kind = obj.get("message_type")
     model = _MODELS.get(kind) if isinstance(kind, str) else None
     if model is None:
-        raise ParseError(
-            f"PCAP message_type must be one of {', '.join(_MODELS)}, got {kind!r}"
-        )
+        raise ParseError(f"PCAP message_type must be one of {', '.join(_MODELS)}, got {kind!r}")
     try:
         return model.model_validate(obj)
     except ValidationError as exc:
@@ -115,14 +113,16 @@ def parse(data: StreamData) -> PCAPPacketType:
 
 def split_rows(message: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The rows of one vectorised data message; raises :class:`ParseError` on unequal lengths."""
-    vectors = {key: value for key, value in message.items() if isinstance(value, list)}
-    lengths = {key: len(value) for key, value in vectors.items()}
+    first = message.get("frame_number")
+    if not isinstance(first, int) or isinstance(first, bool):
+        raise ParseError(f"PCAP data message needs an integer frame_number, got {first!r}")
+    vectors = {key for key, value in message.items() if isinstance(value, list)}
+    lengths = {key: len(message[key]) for key in vectors}
     if len(set(lengths.values())) > 1:
-        detail = ", ".join(f"{key}: {n}" for key, n in lengths.items())
+        detail = ", ".join(f"{key}: {n}" for key, n in sorted(lengths.items()))
         raise ParseError(f"PCAP data fields have unequal lengths ({detail})")
     if not vectors:
         return [dict(message)]
-    first = message["frame_number"]
     rows = []
     for i in range(next(iter(lengths.values()))):
         row = {key: (value[i] if key in vectors else value) for key, value in message.items()}
@@ -140,23 +140,25 @@ class PCAPFramer(Framer):
         if len(message) != 1:
             return self.drop("not a single-frame message", message)
         try:
-            packet = _validate(load_json(message[0], "PCAP message"))
+            obj = load_json(message[0], "PCAP message")
+            packet = _validate(obj)
         except ParseError as exc:
-            return self.drop("malformed message", f"{exc}: {_head(message[0])}")
+            return self.drop("malformed message", str(exc))
         if isinstance(packet, PCAPStart):
             return self._one(Kind.START, message[0])
         if isinstance(packet, PCAPEnd):
             return self._one(Kind.END, message[0])
+        obj["frame_number"] = packet.frame_number  # as validated (an integral float is fine)
         try:
-            rows = split_rows(packet.model_dump())
+            rows = split_rows(obj)
         except ParseError as exc:
             return self.drop("vector fields of unequal length", str(exc))
-        if not rows or not self.gate(Kind.DATA, message):
-            # An empty vector is a data message without rows: nothing to forward.
-            return [] if rows else self.drop("data message without rows", message)
-        return [
-            Framed(Kind.DATA, StreamData(TYP, [json.dumps(row).encode()])) for row in rows
-        ]
+        if not rows:
+            return self.drop("data message without rows", message)
+        if not self.gate(Kind.DATA, message):
+            return []
+        # One upstream message of N rows counts as one message in drops and N events here.
+        return [Framed(Kind.DATA, StreamData(TYP, [json.dumps(row).encode()])) for row in rows]
 
     def _one(self, kind: Kind, frame: Any) -> list[Framed]:
         if not self.gate(kind, [frame]):
@@ -170,10 +172,6 @@ class PCAPFramer(Framer):
         except (ParseError, IndexError):
             return False
         return obj.get("message_type") == "series-start" and "arm_time" in obj
-
-
-def _head(frame: Any, limit: int = 120) -> str:
-    return repr(bytes(memoryview(frame)[:limit])) if not hasattr(frame, "bytes") else "frame"
 
 
 # --- builders, for simulators and tests -------------------------------------------------------
@@ -220,15 +218,13 @@ def rotation_rows(
     Columns as the PandA captures them for a continuous rotation: trigger number, integration
     time (ms), the mean encoder angle of each window, and the trigger timestamp (s).
     """
-    step = (stop - start) / max(count - 1, 1)
+    span = max(count - 1, 1)
     return {
         "triggernumber": [float(i + 1) for i in range(count)],
         "inttime": [inttime * 1000.0] * count,
-        "INENC2.VAL.Mean": [start + step * i for i in range(count)],
+        "INENC2.VAL.Mean": [start + (stop - start) * i / span for i in range(count)],
         # A little wobble, so that rows are distinguishable beyond their index.
-        "PCAP.TS_TRIG.Value": [
-            i * inttime + 1e-4 * math.sin(i) + inttime for i in range(count)
-        ],
+        "PCAP.TS_TRIG.Value": [i * inttime + 1e-4 * math.sin(i) + inttime for i in range(count)],
     }
 
 

@@ -7,7 +7,7 @@ import pickle
 import numpy as np
 import pytest
 
-from tango_dranspose.core.safepickle import UnsafePickleError, loads_data
+from tango_dranspose.core.safepickle import UnsafePickleError, restricted_loads
 
 
 class Evil:
@@ -20,7 +20,7 @@ def test_plain_data_round_trips(protocol: int) -> None:
     value = collections.OrderedDict(
         a=np.arange(4, dtype=np.uint32), b=[1.5, "x", (1, 2)], c={"d": None}
     )
-    back = loads_data(pickle.dumps(value, protocol=protocol))
+    back = restricted_loads(pickle.dumps(value, protocol=protocol))
     assert list(back) == ["a", "b", "c"]
     assert back["a"].dtype == np.uint32 and back["a"].tolist() == [0, 1, 2, 3]
     assert back["b"] == [1.5, "x", (1, 2)]
@@ -28,4 +28,4 @@ def test_plain_data_round_trips(protocol: int) -> None:
 
 def test_code_is_refused() -> None:
     with pytest.raises(UnsafePickleError, match="system"):
-        loads_data(pickle.dumps(Evil()))
+        restricted_loads(pickle.dumps(Evil()))

@@ -1,0 +1,5 @@
+"""``dranspose.middlewares.contrast``: ``parse(stream_data)``."""
+
+from tango_dranspose.streams.contrast import parse
+
+__all__ = ["parse"]
