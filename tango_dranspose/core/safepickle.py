@@ -1,9 +1,9 @@
 """Unpickling restricted to plain data.
 
-Two upstream protocols (Xspress3 metadata, Contrast, LeCroy timestamps) put pickles on the
+Three upstream protocols (Xspress3 metadata, Contrast, LeCroy timestamps) put pickles on the
 wire. Plain unpickling runs whatever callable the bytes name, so anything that reaches us from
-a socket or a file goes through :func:`restricted_loads`, which only rebuilds containers, scalars and
-numpy arrays and refuses every other global with :class:`UnsafePickleError`.
+a socket or a file goes through :func:`restricted_loads`, which only rebuilds containers,
+scalars and numpy arrays and refuses every other global with :class:`UnsafePickleError`.
 """
 
 from __future__ import annotations

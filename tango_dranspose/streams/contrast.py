@@ -11,8 +11,8 @@ protocol 4 for heartbeats) of dicts or OrderedDicts keyed by ``status``:
 
 **Unpickling is restricted to plain data.** A pickle can name any importable callable and have
 it run while loading, so these bytes are only ever loaded with
-:func:`tango_dranspose.core.safepickle.restricted_loads`, which rebuilds containers, scalars, strings,
-datetimes and numpy arrays and refuses everything else (a pickle naming ``os.system`` is a
+:func:`tango_dranspose.core.safepickle.restricted_loads`, which rebuilds containers, scalars,
+strings, datetimes and numpy arrays and refuses everything else (a pickle naming ``os.system`` is a
 :class:`ParseError` here and a counted drop in the framer). Even so, connect this protocol only
 to a Contrast instance you trust: plain data can still be large.
 
