@@ -32,9 +32,13 @@ setup() {
     fi
     local stamp="$VENV/.installed-$(sha1sum pyproject.toml | cut -c1-12)"
     if [ ! -e "$stamp" ]; then
-        log "installing tango-dranspose and its test tools into $VENV"
-        "$VENV/bin/python" -m pip install -q --upgrade pip
-        "$VENV/bin/python" -m pip install -q -e ".[test]"
+        log "installing tango-dranspose and its test tools into $VENV (log: $VENV/pip.log)"
+        if ! { "$VENV/bin/python" -m pip install --upgrade pip \
+                && "$VENV/bin/python" -m pip install -e ".[test]"; } >"$VENV/pip.log" 2>&1; then
+            tail -n 30 "$VENV/pip.log" >&2
+            log "installation failed; the whole log is in $VENV/pip.log"
+            exit 2
+        fi
         rm -f "$VENV"/.installed-*
         touch "$stamp"
     fi

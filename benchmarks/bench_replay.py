@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tango_dranspose.core.capture import DumpWriter
 from tango_dranspose.core.events import StreamData
+from tango_dranspose.core.triggermap import TriggerMap, round_robin_map
 from tango_dranspose.runtime.replay import ReplayConfig, run_replay
 
 HERE = Path(__file__).resolve().parent
@@ -41,6 +42,17 @@ def make_dump(path: Path, events: int, frame_bytes: int = 1024) -> None:
         )
 
 
+def _map(mode: str, data_events: int, workers: int) -> TriggerMap | None:
+    if mode == "no map":
+        return None
+    if mode.startswith("round-robin"):
+        return round_robin_map(["cam"], data_events, workers)
+    part = {"cam": [[{"constraint": i // 2}] for i in range(1000)]}
+    full, rest = divmod(data_events, 1000)
+    parts = {"p": part, "tail": {"cam": part["cam"][:rest]}}
+    return TriggerMap.from_json({"parts": parts, "sequence": ["p"] * full + ["tail"] * bool(rest)})
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -59,24 +71,29 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         rows = []
-        for workers in args.workers:
-            rates = []
-            for _ in range(args.repeat):
-                cfg = ReplayConfig(
-                    worker="payloads:CountWorker",
-                    reducer="payloads:CountReducer",
-                    captures=[str(dump)],
-                    workers=workers,
-                    search=[HERE],
-                )
-                s = run_replay(cfg)
-                assert s.ok and s.events == args.events, s
-                rates.append(s.rate)
-            rows.append((workers, statistics.median(rates), max(rates)))
+        for mode in ("no map", "round-robin map", "pairs map (i // 2)"):
+            for workers in args.workers:
+                tmap = _map(mode, args.events - 2, workers)
+                rates = []
+                for _ in range(args.repeat):
+                    cfg = ReplayConfig(
+                        worker="payloads:CountWorker",
+                        reducer="payloads:CountReducer",
+                        captures=[str(dump)],
+                        workers=workers,
+                        search=[HERE],
+                        trigger_map=tmap,
+                    )
+                    s = run_replay(cfg)
+                    assert s.ok and s.events == args.events, s
+                    rates.append(s.rate)
+                rows.append((mode, workers, statistics.median(rates), max(rates)))
     print(f"\nlocal replay, {args.events} events of 1 KiB STINS frames, trivial payload")
-    print(f"{'workers':>8} {'median events/s':>16} {'best events/s':>14} {'target':>8}")
-    for workers, med, best in rows:
-        print(f"{workers:>8} {med:>16,.0f} {best:>14,.0f} {25_000:>8,}")
+    print(
+        f"{'mode':<20} {'workers':>7} {'median events/s':>16} {'best events/s':>14} {'target':>8}"
+    )
+    for mode, workers, med, best in rows:
+        print(f"{mode:<20} {workers:>7} {med:>16,.0f} {best:>14,.0f} {25_000:>8,}")
     return 0
 
 

@@ -7,6 +7,23 @@ from typing import Any
 
 import numpy as np
 
+_BARS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: np.ndarray, width: int = 40) -> str:
+    """A curve in one line of text (resampled to ``width`` points)."""
+    data = np.asarray(values, dtype=np.float64)
+    data = data[np.isfinite(data)]
+    if data.size == 0:
+        return ""
+    if data.size > width:
+        data = np.array([chunk.mean() for chunk in np.array_split(data, width)])
+    low, high = data.min(), data.max()
+    if high == low:
+        return _BARS[0] * data.size
+    idx = ((data - low) / (high - low) * (len(_BARS) - 1)).round().astype(int)
+    return "".join(_BARS[i] for i in idx)
+
 
 def _leaf(value: Any) -> str:
     if isinstance(value, np.ndarray):
@@ -15,10 +32,13 @@ def _leaf(value: Any) -> str:
         if value.size <= 8:
             return f"{value.dtype} {np.array2string(value, precision=4, separator=', ')}"
         if np.issubdtype(value.dtype, np.number):
-            return (
+            text = (
                 f"array{value.shape} {value.dtype}, min {value.min():.4g}, "
                 f"max {value.max():.4g}, sum {value.sum():.6g}"
             )
+            if value.ndim == 1:
+                text += f"\n      {sparkline(value)}"
+            return text
         return f"array{value.shape} {value.dtype}"
     if isinstance(value, list | tuple) and len(value) > 8:
         return f"{type(value).__name__} of {len(value)}: {value[:4]!r} ..."
