@@ -52,6 +52,8 @@ def _print_summary(s: ReplaySummary, out: TextIO | None = None) -> None:
             )
     for reason, n in s.drop_reasons.items():
         p(f"dropped     {n} x {reason}")
+    for warning in s.warnings:
+        p(f"warning     {warning}")
     if s.unknown_parameters:
         p(f"note        parameters no payload describes: {', '.join(s.unknown_parameters)}")
     for f in s.failures[:5]:
@@ -142,6 +144,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print(f"{source.spec.path}: {source.kind}, protocol {proto}, {events} events")
         for name, n in sorted(frames.items()):
             print(f"  stream {name}: {n} frames")
+        if source.truncated:
+            print(f"  warning: {source.truncated}")
         for reason, n in source.drops.counts.items():
             print(f"  dropped {n} x {reason}: {source.drops.samples.get(reason, '')[:80]}")
     return EXIT_OK

@@ -79,6 +79,7 @@ class ReplaySummary:
     failure_count: int = 0
     drop_reasons: dict[str, int] = field(default_factory=dict)
     unknown_parameters: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     output: Path | None = None
     skipped_in_output: list[str] = field(default_factory=list)
     publish: Any = None
@@ -209,7 +210,9 @@ def _replay_without_map(run: _Run, sources: Sequence[CaptureSource]) -> None:
         run.summary.events += 1
         for stream in streams:
             run.ledger(stream).delivered += 1
-        if number == 0 or last:
+        # After a truncation the last complete event is data, not the end message.
+        end = last and not any(s.truncated for s in sources)
+        if number == 0 or end:
             for name in names:
                 run.run_event(name, number, streams)
         else:
@@ -262,6 +265,8 @@ def run_replay(
     run.finish()
     run.summary.elapsed = time.perf_counter() - start
     for source in sources:
+        if source.truncated:
+            run.summary.warnings.append(source.truncated)
         for reason, n in source.drops.counts.items():
             run.summary.drop_reasons[f"{source.streams[0]}: {reason}"] = n
             run.ledger(source.streams[0]).dropped += n

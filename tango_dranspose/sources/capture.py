@@ -19,6 +19,7 @@ from pathlib import Path
 from tango_dranspose.core.capture import (
     CaptureError,
     DumpRecord,
+    TruncatedCapture,
     capture_kind,
     read_dump,
     read_pickle_dump,
@@ -62,6 +63,7 @@ class CaptureSource:
     streams: tuple[str, ...] = ()
     drops: DropCounter = field(default_factory=DropCounter)
     framer: Framer | None = None
+    truncated: str | None = None  # where a truncated file stopped, after its complete records
 
     def __post_init__(self) -> None:
         path = self.spec.path
@@ -108,6 +110,14 @@ class CaptureSource:
         )
 
     def events(self) -> Iterator[tuple[int, dict[str, StreamData]]]:
+        """Every complete event; a truncated file ends early and says so in ``truncated``."""
+        self.truncated = None
+        try:
+            yield from self._events()
+        except TruncatedCapture as exc:
+            self.truncated = str(exc)
+
+    def _events(self) -> Iterator[tuple[int, dict[str, StreamData]]]:
         if self.kind in ("dump", "pickle-dump"):
             for rec in self._dump_records():
                 yield rec.event_number, rec.streams

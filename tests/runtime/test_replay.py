@@ -259,3 +259,17 @@ def test_console_script_demo_runs() -> None:
     assert proc.returncode == 0, proc.stderr
     assert "events      10" in proc.stdout
     assert "roi/intensity" in proc.stdout
+
+
+def test_truncated_capture_replays_complete_records_and_says_where(
+    demo_scan: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blob = demo_scan.read_bytes()
+    demo_scan.write_bytes(blob[: len(blob) - 100])
+    code = main(["replay", "-w", ROI_W, "-r", ROI_R, "-f", str(demo_scan), "--workers", "3"])
+    out = capsys.readouterr().out
+    assert code == 0
+    # The end message and the last image are cut: 12 complete events of 14.
+    assert "events      12" in out
+    assert "results     11" in out
+    assert "warning" in out and "truncated after 12 complete records" in out
