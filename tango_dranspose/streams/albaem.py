@@ -14,18 +14,19 @@ import json
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, TypeAdapter, ValidationError
+from pydantic import Field, TypeAdapter
 
 from tango_dranspose.core.events import StreamData
 from tango_dranspose.streams.base import (
     Framed,
-    Framer,
     Kind,
     MessageModel,
-    ParseError,
     Protocol,
+    SingleFrameFramer,
+    dispatch,
     expect_frames,
     expect_typ,
+    first_json,
     load_json,
 )
 
@@ -81,20 +82,7 @@ _MODELS: dict[str, tuple[type[AlbaemStart | AlbaemData | AlbaemEnd], Kind]] = {
 
 
 def _validate(obj: dict[str, Any]) -> tuple[AlbaemPacketType, Kind]:
-    message_type = obj.get("message_type")
-    entry = _MODELS.get(message_type) if isinstance(message_type, str) else None
-    if entry is None:
-        raise ParseError(
-            f"AlbaEM message_type must be one of {', '.join(_MODELS)}, got {message_type!r}"
-        )
-    model, kind = entry
-    try:
-        return model.model_validate(obj), kind
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, err['loc'])) or 'message'}: {err['msg']}" for err in exc.errors()
-        )
-        raise ParseError(f"invalid AlbaEM {message_type} message: {problems}") from None
+    return dispatch(obj, "message_type", _MODELS, "AlbaEM")
 
 
 def parse(data: StreamData) -> AlbaemPacketType:
@@ -104,26 +92,16 @@ def parse(data: StreamData) -> AlbaemPacketType:
     return _validate(load_json(data.frames[0], "AlbaEM message"))[0]
 
 
-class AlbaemFramer(Framer):
+class AlbaemFramer(SingleFrameFramer):
     typ = TYP
 
-    def feed(self, message: Sequence[Any]) -> list[Framed]:
-        if len(message) != 1:
-            return self.drop("not a single-frame message", message)
-        try:
-            _, kind = _validate(load_json(message[0], "AlbaEM message"))
-        except ParseError as exc:
-            return self.drop("malformed message", str(exc))
-        if not self.gate(kind, message):
-            return []
-        return [Framed(kind, StreamData(TYP, [message[0]]))]
+    def feed_frame(self, frame: Any) -> list[Framed]:
+        _, kind = _validate(load_json(frame, "AlbaEM message"))
+        return self.forward(kind, [frame])
 
     @classmethod
     def detect(cls, message: Sequence[Any]) -> bool:
-        try:
-            obj = load_json(message[0])
-        except (ParseError, IndexError):
-            return False
+        obj = first_json(message)
         # PCAP's start has the same message_type but always an arm_time.
         return obj.get("message_type") == "series-start" and "arm_time" not in obj
 

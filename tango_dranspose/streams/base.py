@@ -14,11 +14,11 @@ from __future__ import annotations
 import enum
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar, overload
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from tango_dranspose.core.events import StreamData, frame_buffer
 
@@ -44,6 +44,65 @@ def load_json(frame: Any, what: str = "message") -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ParseError(f"{what} must be a JSON object, got {type(value).__name__}")
     return value
+
+
+def first_json(message: Sequence[Any]) -> dict[str, Any]:
+    """The first frame of ``message`` as a JSON object, ``{}`` if it is none; for ``detect``,
+    which must not raise on whatever a file holds."""
+    try:
+        return load_json(message[0])
+    except (ParseError, IndexError):
+        return {}
+
+
+_M = TypeVar("_M", bound=BaseModel)
+_T = TypeVar("_T")
+_V = TypeVar("_V")
+_K = TypeVar("_K")
+
+
+def validation_problems(exc: ValidationError) -> str:
+    """Pydantic's errors on one line, ``loc: msg; loc: msg``, to name every bad field at once."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or 'message'}: {err['msg']}" for err in exc.errors()
+    )
+
+
+@overload
+def validate(model: type[_M], obj: Any, what: str) -> _M: ...
+@overload
+def validate(model: TypeAdapter[_T], obj: Any, what: str) -> _T: ...
+def validate(model: type[BaseModel] | TypeAdapter[Any], obj: Any, what: str) -> Any:
+    """``obj`` as ``model`` (a model class or a type adapter), or ``ParseError("invalid
+    {what}: ...")``: callers catch only ParseError, never pydantic's own error."""
+    try:
+        if isinstance(model, TypeAdapter):
+            return model.validate_python(obj)
+        return model.model_validate(obj)
+    except ValidationError as exc:
+        raise ParseError(f"invalid {what}: {validation_problems(exc)}") from None
+
+
+def lookup(table: Mapping[str, _V], value: object) -> _V | None:
+    """``table[value]`` when ``value`` is one of its string keys, else None.
+
+    Upstream values can be anything JSON or a pickle holds; an unhashable one (a list) would
+    make a plain ``table.get`` raise.
+    """
+    return table.get(value) if isinstance(value, str) else None
+
+
+def dispatch(
+    obj: Mapping[str, Any], key: str, table: Mapping[str, tuple[type[_M], _K]], what: str
+) -> tuple[_M, _K]:
+    """Validate ``obj`` with the model its ``key`` field selects in ``table``; also returns the
+    table's second column (the event kind). ``what`` names the protocol in errors."""
+    value = obj.get(key)
+    entry = lookup(table, value)
+    if entry is None:
+        raise ParseError(f"{what} {key} must be one of {', '.join(table)}, got {value!r}")
+    model, kind = entry
+    return validate(model, obj, f"{what} {value} message"), kind
 
 
 def expect_typ(data: StreamData, *typs: str) -> None:
@@ -148,6 +207,12 @@ class Framer(ABC):
             self.on_new_drop(reason, self.drops.samples[reason])
         return []
 
+    def forward(self, kind: Kind, frames: Sequence[Any]) -> list[Framed]:
+        """``frames`` as one event of ``kind``, if the scan window lets it through."""
+        if not self.gate(kind, frames):
+            return []
+        return [Framed(kind, StreamData(self.typ, list(frames)))]
+
     def gate(self, kind: Kind, sample: object) -> bool:
         """Apply the scan window: True when a message of ``kind`` belongs to the scan."""
         if kind is Kind.START:
@@ -165,6 +230,61 @@ class Framer(ABC):
         if kind is Kind.END:
             self.ended = True
         return True
+
+
+class SingleFrameFramer(Framer):
+    """A framer for protocols whose every message is one self-contained frame.
+
+    Subclasses implement :meth:`feed_frame`; multi-frame messages and the :class:`ParseError`
+    it raises are dropped here, so that all such protocols count them under the same reasons.
+    """
+
+    def feed(self, message: Sequence[Any]) -> list[Framed]:
+        if len(message) != 1:
+            return self.drop("not a single-frame message", message)
+        try:
+            return self.feed_frame(message[0])
+        except ParseError as exc:
+            return self.drop("malformed message", str(exc))
+
+    @abstractmethod
+    def feed_frame(self, frame: Any) -> list[Framed]:
+        """The events of one message's frame; raises :class:`ParseError` when it is malformed
+        (other drops it counts itself, under their own reasons)."""
+
+
+class JsonHeadFramer(Framer):
+    """A framer for multipart protocols whose first part is a JSON object naming the message
+    in its ``htype``; each message is forwarded whole, as one event, once :meth:`check` passes.
+    """
+
+    kinds: ClassVar[Mapping[str, Kind]]
+    """The event kind of each ``htype``; other htypes are dropped."""
+    what: ClassVar[str]
+    """The head as named in errors (``"STINS message"``)."""
+    not_json: ClassVar[str] = "first part is not a JSON object"
+    """The drop reason for a message whose head is not JSON, in the protocol's own words."""
+
+    def feed(self, message: Sequence[Any]) -> list[Framed]:
+        if not message:
+            return self.drop("empty message")
+        try:
+            head = load_json(message[0], self.what)
+        except ParseError:
+            return self.drop(self.not_json, message)
+        htype = head.get("htype")
+        kind = lookup(self.kinds, htype)
+        if kind is None:
+            return self.drop(f"unknown htype {htype!r}", message)
+        try:
+            self.check(kind, head, message)
+        except ParseError as exc:
+            return self.drop(f"invalid {htype} message", str(exc))
+        return self.forward(kind, message)
+
+    @abstractmethod
+    def check(self, kind: Kind, head: dict[str, Any], message: Sequence[Any]) -> None:
+        """Raise :class:`ParseError` when ``message`` (its first part decoded: ``head``) is bad."""
 
 
 @dataclass(frozen=True)

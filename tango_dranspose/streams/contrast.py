@@ -28,17 +28,18 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, TypeAdapter, ValidationError
+from pydantic import Field, TypeAdapter
 
 from tango_dranspose.core.events import StreamData, frame_buffer
 from tango_dranspose.core.safepickle import UnsafePickleError, restricted_loads
 from tango_dranspose.streams.base import (
     Framed,
-    Framer,
     Kind,
     MessageModel,
     ParseError,
     Protocol,
+    SingleFrameFramer,
+    dispatch,
     expect_frames,
     expect_typ,
 )
@@ -114,18 +115,7 @@ def load(frame: Any) -> dict[str, Any]:
 
 
 def _validate(obj: dict[str, Any]) -> tuple[ContrastPacketType, Kind | None]:
-    status = obj.get("status")
-    entry = _MODELS.get(status) if isinstance(status, str) else None
-    if entry is None:
-        raise ParseError(f"Contrast status must be one of {', '.join(_MODELS)}, got {status!r}")
-    model, kind = entry
-    try:
-        return model.model_validate(obj), kind
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, err['loc'])) or 'message'}: {err['msg']}" for err in exc.errors()
-        )
-        raise ParseError(f"invalid Contrast {status} message: {problems}") from None
+    return dispatch(obj, "status", _MODELS, "Contrast")
 
 
 def parse(data: StreamData) -> ContrastPacketType:
@@ -135,28 +125,23 @@ def parse(data: StreamData) -> ContrastPacketType:
     return _validate(load(data.frames[0]))[0]
 
 
-class ContrastFramer(Framer):
+class ContrastFramer(SingleFrameFramer):
     typ = TYP
 
     def __init__(self) -> None:
         super().__init__()
         self.heartbeats = 0
 
-    def feed(self, message: Sequence[Any]) -> list[Framed]:
-        if len(message) != 1:
-            return self.drop("not a single-frame message", message)
+    def feed_frame(self, frame: Any) -> list[Framed]:
         try:
-            _, kind = _validate(load(message[0]))
+            obj = load(frame)
         except RefusedPickle as exc:
             return self.drop("pickle refused: not plain data", str(exc))
-        except ParseError as exc:
-            return self.drop("malformed message", str(exc))
+        _, kind = _validate(obj)
         if kind is None:
             self.heartbeats += 1
             return []
-        if not self.gate(kind, message):
-            return []
-        return [Framed(kind, StreamData(TYP, [message[0]]))]
+        return self.forward(kind, [frame])
 
     @classmethod
     def detect(cls, message: Sequence[Any]) -> bool:

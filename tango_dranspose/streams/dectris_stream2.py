@@ -36,7 +36,7 @@ from typing import Annotated, Any, Literal
 
 import cbor2
 import numpy as np
-from pydantic import Field, TypeAdapter, ValidationError
+from pydantic import Field, TypeAdapter
 
 from tango_dranspose.core.events import StreamData, frame_buffer
 from tango_dranspose.streams import codecs
@@ -49,6 +49,8 @@ from tango_dranspose.streams.base import (
     Protocol,
     expect_frames,
     expect_typ,
+    lookup,
+    validate,
 )
 
 TYP = "DECTRIS_STREAM2"
@@ -420,14 +422,7 @@ def parse(data: StreamData) -> DectrisMessage:
     if data.length != 1:
         raise ParseError(f"a stream v2 message has 1 frame, got {data.length}")
     value = decode_message(data.frames[0])
-    try:
-        return DectrisPacket.validate_python(value)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'message'}: {err['msg']}"
-            for err in exc.errors()
-        )
-        raise ParseError(f"invalid stream v2 {value.get('type')!r} message: {problems}") from None
+    return validate(DectrisPacket, value, f"stream v2 {value.get('type')!r} message")
 
 
 _KINDS = {"start": Kind.START, "image": Kind.DATA, "end": Kind.END}
@@ -450,18 +445,17 @@ class DectrisStream2Framer(Framer):
         except ParseError as exc:
             return self.drop("invalid CBOR message", str(exc))
         msg_type = head.get("type")
-        kind = _KINDS.get(msg_type) if isinstance(msg_type, str) else None
+        kind = lookup(_KINDS, msg_type)
         if kind is None:
             return self.drop(f"unknown message type {msg_type!r}", message)
         if kind is Kind.DATA and self.started and not self.ended:
             series = head.get("series_id")
             if self.series_id is not None and series is not None and series != self.series_id:
                 return self.drop("image of another series than the running one", message)
-        if not self.gate(kind, message):
-            return []
-        if kind is Kind.START:
+        events = self.forward(kind, message)
+        if events and kind is Kind.START:
             self.series_id = head.get("series_id")
-        return [Framed(kind, StreamData(TYP, list(message)))]
+        return events
 
     @classmethod
     def detect(cls, message: Sequence[Any]) -> bool:

@@ -29,20 +29,21 @@ from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import Field, TypeAdapter, ValidationError
+from pydantic import Field, TypeAdapter
 
 from tango_dranspose.core.events import StreamData, frame_buffer
 from tango_dranspose.streams import codecs
 from tango_dranspose.streams.base import (
-    Framed,
-    Framer,
+    JsonHeadFramer,
     Kind,
     MessageModel,
     ParseError,
     Protocol,
     expect_frames,
     expect_typ,
+    first_json,
     load_json,
+    validate,
 )
 
 TYP = "EIGER_LEGACY"
@@ -122,12 +123,6 @@ EigerLegacyPacket: TypeAdapter[EigerLegacyMessage] = TypeAdapter(
 """Validates the first JSON part of a message into the matching model (dranspose's name)."""
 
 
-def _problems(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or 'message'}: {err['msg']}" for err in exc.errors()
-    )
-
-
 def _any_json(frame: Any, what: str) -> Any:
     try:
         raw = bytes(frame_buffer(frame))
@@ -146,10 +141,7 @@ def _part(frame: Any, htype: str, what: str) -> dict[str, Any]:
 
 def _header_array(frames: Sequence[Any], index: int, htype: str) -> EigerLegacyArray:
     head = _part(frames[index], htype, f"Eiger header part {index + 1}")
-    try:
-        array = EigerLegacyArray.model_validate(head)
-    except ValidationError as exc:
-        raise ParseError(f"Eiger {htype}: {_problems(exc)}") from None
+    array = validate(EigerLegacyArray, head, f"Eiger {htype}")
     array.buffer = frames[index + 1]
     return array
 
@@ -198,10 +190,7 @@ def parse(data: StreamData) -> EigerLegacyMessage:
     expect_typ(data, TYP)
     expect_frames(data, 1, "an Eiger message")
     head = load_json(data.frames[0], "Eiger message")
-    try:
-        packet = EigerLegacyPacket.validate_python(head)
-    except ValidationError as exc:
-        raise ParseError(f"invalid Eiger {head.get('htype')!r} message: {_problems(exc)}") from None
+    packet = validate(EigerLegacyPacket, head, f"Eiger {head.get('htype')!r} message")
     if isinstance(packet, EigerLegacyHeader):
         _parse_header(packet, data.frames)
     elif isinstance(packet, EigerLegacyImage):
@@ -214,37 +203,19 @@ def parse(data: StreamData) -> EigerLegacyMessage:
 _KINDS = {"dheader-1.0": Kind.START, "dimage-1.0": Kind.DATA, "dseries_end-1.0": Kind.END}
 
 
-class EigerLegacyFramer(Framer):
+class EigerLegacyFramer(JsonHeadFramer):
     """One event per Eiger v1 message, after checking its structure with :func:`parse`."""
 
     typ = TYP
+    kinds = _KINDS
+    what = "Eiger message"
 
-    def feed(self, message: Sequence[Any]) -> list[Framed]:
-        if not message:
-            return self.drop("empty message")
-        try:
-            head = load_json(message[0], "Eiger message")
-        except ParseError:
-            return self.drop("first part is not a JSON object", message)
-        htype = head.get("htype")
-        kind = _KINDS.get(htype) if isinstance(htype, str) else None
-        if kind is None:
-            return self.drop(f"unknown htype {htype!r}", message)
-        frames = list(message)
-        try:
-            parse(StreamData(TYP, frames))
-        except ParseError as exc:
-            return self.drop(f"invalid {htype} message", str(exc))
-        if not self.gate(kind, message):
-            return []
-        return [Framed(kind, StreamData(TYP, frames))]
+    def check(self, kind: Kind, head: dict[str, Any], message: Sequence[Any]) -> None:
+        parse(StreamData(TYP, list(message)))
 
     @classmethod
     def detect(cls, message: Sequence[Any]) -> bool:
-        try:
-            return load_json(message[0]).get("htype") == "dheader-1.0"
-        except (ParseError, IndexError):
-            return False
+        return first_json(message).get("htype") == "dheader-1.0"
 
 
 # -- building messages (simulators and tests) -----------------------------------------------

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field, TypeAdapter, ValidationError
+from pydantic import Field, TypeAdapter
 
 from tango_dranspose.core.events import StreamData, frame_buffer
 from tango_dranspose.core.safepickle import UnsafePickleError, restricted_loads
@@ -40,6 +40,7 @@ from tango_dranspose.streams.base import (
     expect_frames,
     expect_typ,
     load_json,
+    validate,
 )
 
 TYP = "lecroy"
@@ -119,12 +120,6 @@ _CONTROL: dict[int, type[LecroyControl]] = {
 }
 
 
-def _problems(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or 'message'}: {err['msg']}" for err in exc.errors()
-    )
-
-
 def _control(head: dict[str, Any]) -> LecroyControl:
     if head.get("htype") != "msg":
         raise ParseError(f"expected a LeCroy control message, got htype {head.get('htype')!r}")
@@ -132,10 +127,7 @@ def _control(head: dict[str, Any]) -> LecroyControl:
     model = _CONTROL.get(what) if isinstance(what, int) and not isinstance(what, bool) else None
     if model is None:
         raise ParseError(f"LeCroy control 'what' must be 0..3, got {what!r}")
-    try:
-        return model.model_validate(head)
-    except ValidationError as exc:
-        raise ParseError(f"invalid LeCroy control message: {_problems(exc)}") from None
+    return validate(model, head, "LeCroy control message")
 
 
 def parse_control(frame: Any) -> LecroyControl:
@@ -145,11 +137,7 @@ def parse_control(frame: Any) -> LecroyControl:
 
 def parse_trace(frames: Sequence[Any]) -> tuple[LecroyData, np.ndarray, list[float]]:
     """One trace's 3 parts: its meta, its waveforms (no copy) and its trigger timestamps."""
-    head = load_json(frames[0], "LeCroy trace meta")
-    try:
-        meta = LecroyData.model_validate(head)
-    except ValidationError as exc:
-        raise ParseError(f"invalid LeCroy trace meta: {_problems(exc)}") from None
+    meta = validate(LecroyData, load_json(frames[0], "LeCroy trace meta"), "LeCroy trace meta")
     what = f"LeCroy trace {meta.frame} (channel {meta.ch})"
     waveforms = codecs.as_array(frames[1], meta.dtype, meta.shape, what)
     try:
@@ -222,10 +210,10 @@ class LecroyFramer(Framer):
         if isinstance(control, LecroyPrepare):
             self._abandon("sequence not ended before the next prepare")
             self._seq_start, self._continuous = None, False
-            return self._emit(Kind.START, [part])
+            return self.forward(Kind.START, [part])
         if isinstance(control, LecroyEnd):
             self._abandon("sequence not ended before the stop")
-            return self._emit(Kind.END, [part])
+            return self.forward(Kind.END, [part])
         if not self.gate(Kind.DATA, part):
             return []
         if isinstance(control, LecroySeqStart):
@@ -251,11 +239,6 @@ class LecroyFramer(Framer):
             self._open = [self._seq_start]
         self._open.extend(frames)
         return []
-
-    def _emit(self, kind: Kind, frames: list[Any]) -> list[Framed]:
-        if not self.gate(kind, frames):
-            return []
-        return [Framed(kind, StreamData(TYP, frames))]
 
     def _abandon(self, reason: str) -> None:
         frames, self._open = self._open, None

@@ -25,18 +25,20 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, TypeAdapter, ValidationError
+from pydantic import Field, TypeAdapter
 
 from tango_dranspose.core.events import StreamData
 from tango_dranspose.streams.base import (
     Framed,
-    Framer,
     Kind,
     MessageModel,
     ParseError,
     Protocol,
+    SingleFrameFramer,
+    dispatch,
     expect_frames,
     expect_typ,
+    first_json,
     load_json,
 )
 
@@ -83,32 +85,22 @@ PCAPPacket: TypeAdapter[PCAPPacketType] = TypeAdapter(
 )
 """Validates any PCAP message dict (``PCAPPacket.validate_python(obj)``), as in dranspose."""
 
-_MODELS: dict[str, type[PCAPStart | PCAPData | PCAPEnd]] = {
-    "series-start": PCAPStart,
-    "data": PCAPData,
-    "series-end": PCAPEnd,
+_MODELS: dict[str, tuple[type[PCAPPacketType], Kind]] = {
+    "series-start": (PCAPStart, Kind.START),
+    "data": (PCAPData, Kind.DATA),
+    "series-end": (PCAPEnd, Kind.END),
 }
 
 
-def _validate(obj: dict[str, Any]) -> PCAPPacketType:
-    kind = obj.get("message_type")
-    model = _MODELS.get(kind) if isinstance(kind, str) else None
-    if model is None:
-        raise ParseError(f"PCAP message_type must be one of {', '.join(_MODELS)}, got {kind!r}")
-    try:
-        return model.model_validate(obj)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, err['loc'])) or 'message'}: {err['msg']}" for err in exc.errors()
-        )
-        raise ParseError(f"invalid PCAP {kind} message: {problems}") from None
+def _validate(obj: dict[str, Any]) -> tuple[PCAPPacketType, Kind]:
+    return dispatch(obj, "message_type", _MODELS, "PCAP")
 
 
 def parse(data: StreamData) -> PCAPPacketType:
     """The PCAP message of one event (a start, one row, or an end)."""
     expect_typ(data, TYP)
     expect_frames(data, 1, "a PCAP message")
-    return _validate(load_json(data.frames[0], "PCAP message"))
+    return _validate(load_json(data.frames[0], "PCAP message"))[0]
 
 
 def split_rows(message: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -131,46 +123,31 @@ def split_rows(message: Mapping[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-class PCAPFramer(Framer):
+class PCAPFramer(SingleFrameFramer):
     """Un-vectorises PCAP data messages: one event per captured row."""
 
     typ = TYP
 
-    def feed(self, message: Sequence[Any]) -> list[Framed]:
-        if len(message) != 1:
-            return self.drop("not a single-frame message", message)
-        try:
-            obj = load_json(message[0], "PCAP message")
-            packet = _validate(obj)
-        except ParseError as exc:
-            return self.drop("malformed message", str(exc))
-        if isinstance(packet, PCAPStart):
-            return self._one(Kind.START, message[0])
-        if isinstance(packet, PCAPEnd):
-            return self._one(Kind.END, message[0])
+    def feed_frame(self, frame: Any) -> list[Framed]:
+        obj = load_json(frame, "PCAP message")
+        packet, kind = _validate(obj)
+        if not isinstance(packet, PCAPData):
+            return self.forward(kind, [frame])
         obj["frame_number"] = packet.frame_number  # as validated (an integral float is fine)
         try:
             rows = split_rows(obj)
         except ParseError as exc:
             return self.drop("vector fields of unequal length", str(exc))
         if not rows:
-            return self.drop("data message without rows", message)
-        if not self.gate(Kind.DATA, message):
+            return self.drop("data message without rows", [frame])
+        if not self.gate(Kind.DATA, [frame]):
             return []
         # One upstream message of N rows counts as one message in drops and N events here.
         return [Framed(Kind.DATA, StreamData(TYP, [json.dumps(row).encode()])) for row in rows]
 
-    def _one(self, kind: Kind, frame: Any) -> list[Framed]:
-        if not self.gate(kind, [frame]):
-            return []
-        return [Framed(kind, StreamData(TYP, [frame]))]
-
     @classmethod
     def detect(cls, message: Sequence[Any]) -> bool:
-        try:
-            obj = load_json(message[0])
-        except (ParseError, IndexError):
-            return False
+        obj = first_json(message)
         return obj.get("message_type") == "series-start" and "arm_time" in obj
 
 

@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import TypeAdapter
 
 from tango_dranspose.core.events import StreamData, frame_buffer
 from tango_dranspose.streams.base import (
@@ -50,6 +50,7 @@ from tango_dranspose.streams.base import (
     Protocol,
     expect_frames,
     expect_typ,
+    validate,
 )
 
 TYP = "PCAP_RAW"
@@ -159,10 +160,7 @@ def parse_header(text: str) -> PositionCapStart:
             raise ParseError(f"unexpected line in position capture header: {line!r}")
     if not fields:
         raise ParseError("position capture header has no 'fields:' section")
-    try:
-        return PositionCapStart.model_validate({**keys, "fields": fields})
-    except ValidationError as exc:
-        raise ParseError(f"invalid position capture header: {_problems(exc)}") from None
+    return validate(PositionCapStart, {**keys, "fields": fields}, "position capture header")
 
 
 def _parse_field_line(line: str) -> PositionCapField:
@@ -172,17 +170,15 @@ def _parse_field_line(line: str) -> PositionCapField:
     name, kind, capture = parts[:3]
     _converter(kind)
     extras = dict(_ATTRIBUTE.findall(parts[3])) if len(parts) > 3 else {}
-    try:
-        return PositionCapField(
-            name=f"{name}.{capture}",
-            type=kind,
-            scale=extras.pop("scale", None) or None,
-            offset=extras.pop("offset", None) or None,
-            units=extras.pop("units", None),
-            **extras,
-        )
-    except ValidationError as exc:
-        raise ParseError(f"invalid field line {line!r}: {_problems(exc)}") from None
+    described = {
+        **extras,  # first, so that an attribute called name or type cannot replace those
+        "name": f"{name}.{capture}",
+        "type": kind,
+        "scale": extras.get("scale") or None,
+        "offset": extras.get("offset") or None,
+        "units": extras.get("units"),
+    }
+    return validate(PositionCapField, described, f"field line {line!r}")
 
 
 def parse_end(text: str) -> PositionCapEnd:
@@ -206,12 +202,6 @@ def parse_values(line: str, fields: Sequence[PositionCapField]) -> PositionCapVa
         )
     except ValueError as exc:
         raise ParseError(f"value line {line[:80]!r}: {exc}") from None
-
-
-def _problems(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(map(str, err['loc'])) or 'message'}: {err['msg']}" for err in exc.errors()
-    )
 
 
 def _text(data: StreamData) -> str:

@@ -22,19 +22,21 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, TypeAdapter, ValidationError
+from pydantic import Field, TypeAdapter
 
 from tango_dranspose.core.events import StreamData
 from tango_dranspose.streams.base import (
     Framed,
-    Framer,
     Kind,
     MessageModel,
-    ParseError,
     Protocol,
+    SingleFrameFramer,
+    dispatch,
     expect_frames,
     expect_typ,
+    first_json,
     load_json,
+    lookup,
 )
 
 TYP = "sardana"
@@ -109,18 +111,7 @@ _MODELS: dict[str, tuple[type[SardanaPacketType], Kind]] = {
 
 
 def _validate(obj: dict[str, Any]) -> tuple[SardanaPacketType, Kind]:
-    kind_name = obj.get("type")
-    entry = _MODELS.get(kind_name) if isinstance(kind_name, str) else None
-    if entry is None:
-        raise ParseError(f"Sardana type must be one of {', '.join(_MODELS)}, got {kind_name!r}")
-    model, kind = entry
-    try:
-        return model.model_validate(obj), kind
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, err['loc'])) or 'message'}: {err['msg']}" for err in exc.errors()
-        )
-        raise ParseError(f"invalid Sardana {kind_name}: {problems}") from None
+    return dispatch(obj, "type", _MODELS, "Sardana")
 
 
 def parse(data: StreamData) -> SardanaPacketType:
@@ -130,36 +121,22 @@ def parse(data: StreamData) -> SardanaPacketType:
     return _validate(load_json(data.frames[0], "Sardana post"))[0]
 
 
-class SardanaFramer(Framer):
+class SardanaFramer(SingleFrameFramer):
     typ = TYP
 
-    def feed(self, message: Sequence[Any]) -> list[Framed]:
-        if len(message) != 1:
-            return self.drop("not a single-frame message", message)
-        try:
-            obj = load_json(message[0], "Sardana post")
-        except ParseError as exc:
-            return self.drop("malformed message", str(exc))
+    def feed_frame(self, frame: Any) -> list[Framed]:
+        obj = load_json(frame, "Sardana post")
         kind_name = obj.get("type")
-        if kind_name in IGNORED_TYPES:
-            return self.drop("custom_data post ignored", message)
-        if kind_name not in _MODELS:
+        if isinstance(kind_name, str) and kind_name in IGNORED_TYPES:
+            return self.drop("custom_data post ignored", [frame])
+        if lookup(_MODELS, kind_name) is None:
             return self.drop("post of unknown type ignored", f"type {kind_name!r}")
-        try:
-            _, kind = _validate(obj)
-        except ParseError as exc:
-            return self.drop("malformed message", str(exc))
-        if not self.gate(kind, message):
-            return []
-        return [Framed(kind, StreamData(TYP, [message[0]]))]
+        _, kind = _validate(obj)
+        return self.forward(kind, [frame])
 
     @classmethod
     def detect(cls, message: Sequence[Any]) -> bool:
-        try:
-            obj = load_json(message[0])
-        except (ParseError, IndexError):
-            return False
-        return obj.get("type") == "DataDescription"
+        return first_json(message).get("type") == "DataDescription"
 
 
 # --- builders, for simulators and tests -------------------------------------------------------

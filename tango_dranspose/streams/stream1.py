@@ -22,20 +22,21 @@ from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import Field, TypeAdapter, ValidationError
+from pydantic import Field, TypeAdapter
 
 from tango_dranspose.core.events import StreamData
 from tango_dranspose.streams import codecs
 from tango_dranspose.streams.base import (
-    Framed,
-    Framer,
+    JsonHeadFramer,
     Kind,
     MessageModel,
     ParseError,
     Protocol,
     expect_frames,
     expect_typ,
+    first_json,
     load_json,
+    validate,
 )
 
 TYP = "STINS"
@@ -75,14 +76,7 @@ Stream1Packet: TypeAdapter[Stream1Message] = TypeAdapter(
 
 
 def _validate(head: dict[str, Any]) -> Stream1Message:
-    try:
-        return Stream1Packet.validate_python(head)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'message'}: {err['msg']}"
-            for err in exc.errors()
-        )
-        raise ParseError(f"invalid STINS {head.get('htype')!r} message: {problems}") from None
+    return validate(Stream1Packet, head, f"STINS {head.get('htype')!r} message")
 
 
 def _decode_image(packet: Stream1Data) -> None:
@@ -121,7 +115,7 @@ def parse(data: StreamData) -> Stream1Message:
 _KINDS = {"header": Kind.START, "image": Kind.DATA, "series_end": Kind.END}
 
 
-class Stream1Framer(Framer):
+class Stream1Framer(JsonHeadFramer):
     """One event per STINS message, after checking it.
 
     Uncompressed images are checked against their JSON (dtype, shape, buffer size); compressed
@@ -129,28 +123,15 @@ class Stream1Framer(Framer):
     """
 
     typ = TYP
+    kinds = _KINDS
+    what = "STINS message"
+    not_json = "first frame is not a JSON object"
 
-    def feed(self, message: Sequence[Any]) -> list[Framed]:
-        if not message:
-            return self.drop("empty message")
-        try:
-            head = load_json(message[0], "STINS message")
-        except ParseError:
-            return self.drop("first frame is not a JSON object", message)
-        htype = head.get("htype")
-        kind = _KINDS.get(htype) if isinstance(htype, str) else None
-        if kind is None:
-            return self.drop(f"unknown htype {htype!r}", message)
-        try:
-            if kind is Kind.DATA:
-                self._check_image(head, message)
-            else:
-                parse(StreamData(TYP, list(message)))
-        except ParseError as exc:
-            return self.drop(f"invalid {htype} message", str(exc))
-        if not self.gate(kind, message):
-            return []
-        return [Framed(kind, StreamData(TYP, list(message)))]
+    def check(self, kind: Kind, head: dict[str, Any], message: Sequence[Any]) -> None:
+        if kind is Kind.DATA:
+            self._check_image(head, message)
+        else:
+            parse(StreamData(TYP, list(message)))
 
     @staticmethod
     def _check_image(head: dict[str, Any], message: Sequence[Any]) -> None:
@@ -168,10 +149,7 @@ class Stream1Framer(Framer):
 
     @classmethod
     def detect(cls, message: Sequence[Any]) -> bool:
-        try:
-            head = load_json(message[0])
-        except (ParseError, IndexError):
-            return False
+        head = first_json(message)
         return head.get("htype") == "header" and "msg_number" in head
 
 

@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import Field, TypeAdapter, ValidationError
+from pydantic import Field, TypeAdapter
 
 from tango_dranspose.core.events import StreamData, frame_buffer
 from tango_dranspose.core.safepickle import UnsafePickleError, restricted_loads
@@ -41,7 +41,10 @@ from tango_dranspose.streams.base import (
     Protocol,
     expect_frames,
     expect_typ,
+    first_json,
     load_json,
+    lookup,
+    validate,
 )
 
 TYP = "xspress"
@@ -91,14 +94,7 @@ XspressPacket: TypeAdapter[XspressMessage] = TypeAdapter(
 
 
 def _validate(head: dict[str, Any]) -> XspressMessage:
-    try:
-        return XspressPacket.validate_python(head)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'message'}: {err['msg']}"
-            for err in exc.errors()
-        )
-        raise ParseError(f"invalid Xspress3 {head.get('htype')!r} message: {problems}") from None
+    return validate(XspressPacket, head, f"Xspress3 {head.get('htype')!r} message")
 
 
 def load_meta(frame: Any, what: str = "Xspress3 metadata") -> dict[str, np.ndarray]:
@@ -196,7 +192,7 @@ class XspressFramer(Framer):
             return self._emit_image(frames)
         self._abandon_pending()
         htype = head.get("htype")
-        kind = _KINDS.get(htype) if isinstance(htype, str) else None
+        kind = lookup(_KINDS, htype)
         if kind is None:
             return self.drop(f"unknown htype {htype!r}", part)
         if kind is Kind.DATA:
@@ -206,9 +202,7 @@ class XspressFramer(Framer):
             _validate(head)
         except ParseError as exc:
             return self.drop(f"invalid {htype} message", str(exc))
-        if not self.gate(kind, part):
-            return []
-        return [Framed(kind, StreamData(TYP, [part]))]
+        return self.forward(kind, [part])
 
     def flush(self) -> list[Framed]:
         self._abandon_pending()
@@ -224,16 +218,11 @@ class XspressFramer(Framer):
             parse(StreamData(TYP, frames))
         except ParseError as exc:
             return self.drop("invalid image message", str(exc))
-        if not self.gate(Kind.DATA, frames):
-            return []
-        return [Framed(Kind.DATA, StreamData(TYP, frames))]
+        return self.forward(Kind.DATA, frames)
 
     @classmethod
     def detect(cls, message: Sequence[Any]) -> bool:
-        try:
-            head = load_json(message[0])
-        except (ParseError, IndexError):
-            return False
+        head = first_json(message)
         return head.get("htype") == "header" and "overwritable" in head
 
 

@@ -276,3 +276,15 @@ def test_memoryview_and_bytearray_chunks() -> None:
     framer = PositionCapFramer()
     events = framer.feed([bytearray(stream[:50])]) + framer.feed([memoryview(stream)[50:]])
     assert [e.kind for e in events] == [Kind.START, Kind.DATA, Kind.DATA, Kind.END]
+
+
+def test_header_field_with_name_or_type_attribute_does_not_crash_the_framer() -> None:
+    from tango_dranspose.streams.positioncap import PositionCapFramer
+
+    header = (
+        b"arm_time: 2024-01-01T00:00:00.000Z\nmissed: 0\nprocess: Scaled\nformat: ASCII\n"
+        b"fields:\n COUNTER1.OUT double Value name: x type: y\n\n"
+    )
+    framer = PositionCapFramer()
+    events = framer.feed([header + b" 1.5\nEND 1 Disarmed\n"])
+    assert [e.kind.value for e in events] == ["start", "data", "end"]

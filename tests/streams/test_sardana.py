@@ -139,3 +139,11 @@ def test_parse_errors_are_clear() -> None:
 def test_union_adapter_as_in_dranspose() -> None:
     packet = SardanaPacket.validate_json(build_record_data(3, {"m": 1.0}, 0.5)[0])
     assert isinstance(packet, SardanaRecordData) and packet.m == 1.0
+
+
+def test_framer_drops_a_post_whose_type_is_not_a_string() -> None:
+    from tango_dranspose.streams.sardana import SardanaFramer
+
+    framer = SardanaFramer()
+    assert framer.feed([b'{"type": [1]}']) == []
+    assert framer.drops.total == 1
