@@ -239,6 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
     ip.add_argument("files", nargs="+", metavar="[STREAM[:PROTOCOL]=]PATH")
     ip.add_argument("--trust-pickle", action="store_true", help="allow pickle dumps (*.pkls)")
     ip.set_defaults(func=cmd_inspect)
+
+    from tango_dranspose.runtime.serve import add_scan_parser, add_serve_parser
+
+    add_serve_parser(sub)
+    add_scan_parser(sub)
     return parser
 
 

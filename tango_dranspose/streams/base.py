@@ -156,6 +156,8 @@ class DropCounter:
 def _sample_text(sample: object, limit: int = 200) -> str:
     if isinstance(sample, list | tuple) and sample:
         sample = sample[0]
+    if not isinstance(sample, bytes | bytearray | memoryview) and hasattr(sample, "buffer"):
+        sample = sample.buffer  # a zero-copy ZeroMQ frame
     try:
         if isinstance(sample, bytes | bytearray | memoryview):
             raw = bytes(sample[:limit])

@@ -1,0 +1,280 @@
+"""Ingester service: reads upstream streams, cuts them into events, sends each event's frames to
+the workers the scheduler assigned, zero-copy.
+
+Upstreams are connected only while a scan is armed, and read only as far as the assignments
+ask: frames the map discards are read and dropped, streams without a frame in an event are not
+read at all. Everything before a stream's start message or after its end is dropped by the
+framer and counted. When the workers fall behind, sends wait (ZeroMQ high-water marks), the
+ingester stops reading, and the upstream's own buffers push back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from tango_dranspose.core.capture import DumpWriter
+from tango_dranspose.core.events import StreamData
+from tango_dranspose.runtime import transport
+from tango_dranspose.runtime.messages import (
+    Arm,
+    Armed,
+    Assign,
+    Finish,
+    Finished,
+    Hello,
+    Ingested,
+    Message,
+)
+from tango_dranspose.runtime.service import Service
+from tango_dranspose.sources.upstream import Upstream, open_upstream
+from tango_dranspose.streams import get_protocol
+from tango_dranspose.streams.base import Framer
+
+_SPEC = re.compile(r"^(?P<name>[A-Za-z0-9_.\-]+):(?P<protocol>[A-Za-z0-9_]+)=(?P<url>\S+)$")
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """One stream of an ingester: ``name:PROTOCOL=upstream-url``."""
+
+    name: str
+    protocol: str
+    upstream: str
+
+    @classmethod
+    def parse(cls, text: str) -> StreamConfig:
+        match = _SPEC.match(text.strip())
+        if not match:
+            raise ValueError(
+                f"stream {text!r}: write it as NAME:PROTOCOL=URL, e.g. orca:STINS=pull+tcp://host:9999"
+            )
+        get_protocol(match["protocol"])  # fail early on an unknown protocol
+        return cls(match["name"], match["protocol"], match["url"])
+
+
+@dataclass
+class _Stream:
+    config: StreamConfig
+    framer: Framer | None = None
+    upstream: Upstream | None = None
+    buffer: deque[StreamData] = field(default_factory=deque)
+    ended: str | None = None
+    delivered: int = 0
+    discarded: int = 0
+    missing: int = 0
+    bytes: int = 0
+
+    def ledger(self) -> dict[str, Any]:
+        drops = self.framer.drops if self.framer else None
+        return {
+            "delivered": self.delivered,
+            "discarded": self.discarded,
+            "missing": self.missing,
+            "bytes": self.bytes,
+            "dropped": dict(drops.counts) if drops else {},
+            "drop_samples": dict(drops.samples) if drops else {},
+            "upstream_error": self.ended,
+        }
+
+
+@dataclass
+class _Scan:
+    number: int
+    scan_id: str
+    streams: list[str]
+    queue: asyncio.Queue[list[tuple[int, dict[str, list[str]]]]] = field(
+        default_factory=asyncio.Queue
+    )
+    upto: int = -1
+    task: asyncio.Task[None] | None = None
+    recorder: DumpWriter | None = None
+
+
+class IngesterService(Service):
+    kind = "ingester"
+
+    def __init__(self, name: str, scheduler: str, streams: list[StreamConfig]) -> None:
+        super().__init__(name, scheduler)
+        if not streams:
+            raise ValueError("an ingester needs at least one stream")
+        self.streams = {s.name: _Stream(s) for s in streams}
+        self.push: dict[str, tuple[str, zmq.asyncio.Socket]] = {}
+        self.scan: _Scan | None = None
+        self.frames_total = 0
+        self.bytes_total = 0
+        self.dropped_total = 0
+
+    def hello(self) -> Hello:
+        return Hello(kind="ingester", name=self.name, streams=list(self.streams), pid=os.getpid())
+
+    def counters(self) -> dict[str, Any]:
+        return {
+            "frames": self.frames_total,
+            "bytes": self.bytes_total,
+            "dropped": self.dropped_total
+            + sum(s.framer.drops.total for s in self.streams.values() if s.framer is not None),
+            "connected": {n: bool(s.upstream) for n, s in self.streams.items()},
+            "scan": self.scan.number if self.scan else None,
+            "upto": self.scan.upto if self.scan else None,
+            "ledger": {n: s.ledger() for n, s in self.streams.items()},
+        }
+
+    async def teardown(self) -> None:
+        await self._end_scan()
+        for _, sock in self.push.values():
+            sock.close(0)
+
+    # -- control -------------------------------------------------------------------------
+
+    async def handle(self, msg: Message) -> None:
+        if isinstance(msg, Arm):
+            await self._arm(msg)
+        elif isinstance(msg, Assign):
+            if self.scan is not None and msg.scan == self.scan.number:
+                self.scan.queue.put_nowait(msg.events)
+        elif isinstance(msg, Finish) and self.scan is not None and msg.scan == self.scan.number:
+            scan = self.scan
+            summary = {"ledger": {n: self.streams[n].ledger() for n in scan.streams}}
+            await self._end_scan()
+            await self.send(Finished(scan=msg.scan, kind="ingester", summary=summary))
+
+    async def _arm(self, msg: Arm) -> None:
+        await self._end_scan()
+        unknown = [s for s in msg.streams if s not in self.streams]
+        if unknown:
+            await self.send(
+                Armed(scan=msg.scan, ok=False, error=f"{self.name} has no stream(s) {unknown}")
+            )
+            return
+        for name, address in msg.workers.items():
+            known = self.push.get(name)
+            if known is None or known[0] != address:
+                if known is not None:
+                    known[1].close(0)
+                sock = transport.socket(zmq.PUSH)
+                sock.connect(address)
+                self.push[name] = (address, sock)
+        error = None
+        for name in msg.streams:
+            st = self.streams[name]
+            self.dropped_total += st.framer.drops.total if st.framer else 0
+            st.framer = get_protocol(st.config.protocol).framer()
+            st.framer.on_new_drop = self._log_drop(name)
+            st.buffer.clear()
+            st.ended = None
+            st.delivered = st.discarded = st.missing = st.bytes = 0
+            try:
+                st.upstream = open_upstream(st.config.upstream)
+                await st.upstream.open()
+            except Exception as exc:
+                error = f"stream {name}: cannot open upstream {st.config.upstream}: {exc}"
+                break
+        scan = _Scan(msg.scan, msg.scan_id, list(msg.streams))
+        if error is None and msg.record_dir:
+            try:
+                path = Path(msg.record_dir) / f"dump_{self.name}_{msg.scan_id}.cbors"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                scan.recorder = DumpWriter(path)
+            except OSError as exc:
+                error = f"cannot record to {msg.record_dir}: {exc}"
+        self.scan = scan
+        if error is not None:
+            await self._end_scan()
+            await self.send(Armed(scan=msg.scan, ok=False, error=error))
+            return
+        scan.task = self.spawn(self._scan_loop(scan), f"scan{msg.scan}")
+        await self.send(Armed(scan=msg.scan))
+
+    def _log_drop(self, stream: str) -> Any:
+        def log(reason: str, sample: str) -> None:
+            self.log.warning(
+                "stream %s: dropped a message (%s); first sample: %s", stream, reason, sample
+            )
+
+        return log
+
+    async def _end_scan(self) -> None:
+        scan, self.scan = self.scan, None
+        if scan is None:
+            return
+        if scan.task is not None and not scan.task.done():
+            scan.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await scan.task
+        for name in scan.streams:
+            st = self.streams[name]
+            if st.upstream is not None:
+                try:
+                    await st.upstream.close()
+                except Exception as exc:
+                    self.log.warning("closing upstream of %s: %s", name, exc)
+                st.upstream = None
+        if scan.recorder is not None:
+            scan.recorder.close()
+
+    # -- data ----------------------------------------------------------------------------
+
+    async def _next(self, st: _Stream) -> StreamData | None:
+        while not st.buffer:
+            if st.ended is not None or st.upstream is None:
+                return None
+            try:
+                message = await st.upstream.receive()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                st.ended = f"{type(exc).__name__}: {exc}"
+                self.log.error("stream %s: upstream failed: %s", st.config.name, st.ended)
+                return None
+            assert st.framer is not None
+            for framed in st.framer.feed(message):
+                st.buffer.append(framed.data)
+        return st.buffer.popleft()
+
+    async def _scan_loop(self, scan: _Scan) -> None:
+        while True:
+            batch = await scan.queue.get()
+            for event, routes in batch:
+                per_worker: dict[str, list[tuple[str, StreamData]]] = {}
+                recorded: dict[str, StreamData] = {}
+                for stream, workers in routes.items():
+                    st = self.streams[stream]
+                    data = await self._next(st)
+                    if data is None:
+                        st.missing += 1
+                        continue
+                    recorded[stream] = data
+                    size = data.nbytes()
+                    st.bytes += size
+                    self.bytes_total += size
+                    self.frames_total += 1
+                    if not workers:
+                        st.discarded += 1
+                        continue
+                    st.delivered += 1
+                    for worker in workers:
+                        per_worker.setdefault(worker, []).append((stream, data))
+                for worker, items in per_worker.items():
+                    head = transport.pack_data_header(
+                        scan.number, event, [(s, d.typ, d.length) for s, d in items]
+                    )
+                    frames: list[Any] = [head]
+                    for _, d in items:
+                        frames.extend(d.frames)
+                    await self.push[worker][1].send_multipart(frames, copy=False)
+                if scan.recorder is not None and recorded:
+                    scan.recorder.write(event, recorded)
+                scan.upto = event
+            if scan.queue.empty():
+                ledger = {n: self.streams[n].ledger() for n in scan.streams}
+                await self.send(Ingested(scan=scan.number, upto=scan.upto, ledger=ledger))
+                self.changed()

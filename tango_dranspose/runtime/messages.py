@@ -1,0 +1,183 @@
+"""Control messages between the scheduler and the services (ingester, worker, reducer).
+
+They travel as JSON over one ROUTER/DEALER pair per service and are never per event: work is
+handed out and acknowledged in batches. Data (frames, results) travels on separate sockets.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    def dump(self) -> bytes:
+        return self.model_dump_json().encode()
+
+
+# --- service -> scheduler ---------------------------------------------------------------
+
+
+class Hello(Message):
+    """A service announces itself (again after a restart)."""
+
+    op: Literal["hello"] = "hello"
+    kind: Literal["ingester", "worker", "reducer"]
+    name: str
+    address: str | None = None  # where it receives data (workers, reducer)
+    streams: list[str] = []  # ingesters
+    tags: list[str] = []  # workers
+    parameters: list[dict[str, Any]] = []  # descriptions of the payload's parameters
+    pid: int = 0
+
+
+class Armed(Message):
+    op: Literal["armed"] = "armed"
+    scan: int
+    ok: bool = True
+    error: str | None = None
+    tick_interval: float | None = None  # workers: the payload's get_tick_interval
+
+
+class Done(Message):
+    """A worker finished events: ``[event, produced_a_result]`` pairs."""
+
+    op: Literal["done"] = "done"
+    scan: int
+    events: list[tuple[int, bool]]
+    errors: int = 0
+    last_error: str | None = None
+
+
+class Ingested(Message):
+    """An ingester handled every event up to ``upto`` (sent, discarded or missing)."""
+
+    op: Literal["ingested"] = "ingested"
+    scan: int
+    upto: int
+    ledger: dict[str, dict[str, Any]] = {}
+
+
+class Reduced(Message):
+    op: Literal["reduced"] = "reduced"
+    scan: int
+    results: int
+    errors: int = 0
+    last_error: str | None = None
+
+
+class Finished(Message):
+    op: Literal["finished"] = "finished"
+    scan: int
+    kind: str
+    summary: dict[str, Any] = {}
+
+
+class Status(Message):
+    """Periodic liveness and counters."""
+
+    op: Literal["status"] = "status"
+    counters: dict[str, Any] = {}
+
+
+# --- scheduler -> service ---------------------------------------------------------------
+
+
+class Arm(Message):
+    op: Literal["arm"] = "arm"
+    scan: int
+    scan_id: str
+    workers: dict[str, str] = {}  # name -> data address
+    reducer: str | None = None  # reducer data address
+    parameters: dict[str, str] = {}  # name -> raw value (latin-1 text of the bytes)
+    parameters_hash: str = ""
+    metadata: dict[str, Any] = {}
+    record_dir: str | None = None
+    window: int = 32
+    total_events: int = 0
+    streams: list[str] = []  # the streams of the map this service handles
+
+
+class Assign(Message):
+    """Ingesters: ``[event, {stream: [worker, ...]}]`` ([] = read and discard)."""
+
+    op: Literal["assign"] = "assign"
+    scan: int
+    events: list[tuple[int, dict[str, list[str]]]]
+
+
+class Expect(Message):
+    """Workers: ``[event, [stream, ...], tick]`` in the order they must be processed."""
+
+    op: Literal["expect"] = "expect"
+    scan: int
+    events: list[tuple[int, list[str], bool]]
+
+
+class Finish(Message):
+    op: Literal["finish"] = "finish"
+    scan: int
+    reason: str = "complete"  # complete | stopped | aborted
+    expected_results: int | None = None
+
+
+class Welcome(Message):
+    op: Literal["welcome"] = "welcome"
+    scan: int = 0
+
+
+ToScheduler = Hello | Armed | Done | Ingested | Reduced | Finished | Status
+ToService = Arm | Assign | Expect | Finish | Welcome
+
+_TO_SCHEDULER: dict[str, type[Message]] = {
+    m.model_fields["op"].default: m
+    for m in (Hello, Armed, Done, Ingested, Reduced, Finished, Status)
+}
+_TO_SERVICE: dict[str, type[Message]] = {
+    m.model_fields["op"].default: m for m in (Arm, Assign, Expect, Finish, Welcome)
+}
+
+
+class ProtocolError(ValueError):
+    """A control message that does not parse."""
+
+
+def _load(raw: bytes, table: dict[str, type[Message]]) -> Message:
+    try:
+        obj = json.loads(raw)
+        model = table[obj["op"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ProtocolError(f"not a control message: {raw[:80]!r} ({exc})") from None
+    try:
+        return model.model_validate(obj)
+    except ValueError as exc:
+        raise ProtocolError(f"invalid {obj['op']} message: {exc}") from None
+
+
+def load_to_scheduler(raw: bytes) -> Message:
+    return _load(raw, _TO_SCHEDULER)
+
+
+def load_to_service(raw: bytes) -> Message:
+    return _load(raw, _TO_SERVICE)
+
+
+def encode_parameters(raw: dict[str, bytes]) -> dict[str, str]:
+    # latin-1 maps every byte to one code point, so binary parameters survive JSON.
+    return {k: v.decode("latin-1") for k, v in raw.items()}
+
+
+def decode_parameters(raw: dict[str, str]) -> dict[str, bytes]:
+    return {k: v.encode("latin-1") for k, v in raw.items()}
+
+
+class DataHeader(BaseModel):
+    """First frame of an ingester -> worker data message."""
+
+    scan: int
+    event: int
+    streams: list[tuple[str, str, int]] = Field(default_factory=list)  # (name, typ, frames)

@@ -1,0 +1,346 @@
+"""Reducer service: runs the user's ``process_result`` sequentially, ``timer`` periodically and
+``finish`` once every result of the scan has been reduced (or at once when it was stopped).
+
+Results are decoded (never unpickled) on the reducer's thread, so the event loop only moves
+bytes. The publish tree is read under the payload's ``publish_rlock`` by whoever shows it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import threading
+import time
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from tango_dranspose.core.events import ResultData
+from tango_dranspose.core.h5tree import write_file
+from tango_dranspose.core.parameters import ParameterSet
+from tango_dranspose.core.payload import ReducerPayload, close_payload, describe_class, load_class
+from tango_dranspose.core.resultcodec import (
+    ClassAllowList,
+    ResultDecodeError,
+)
+from tango_dranspose.core.resultcodec import (
+    decode as decode_result,
+)
+from tango_dranspose.runtime import transport
+from tango_dranspose.runtime.messages import (
+    Arm,
+    Armed,
+    Finish,
+    Finished,
+    Hello,
+    Message,
+    Reduced,
+    decode_parameters,
+)
+from tango_dranspose.runtime.service import Service
+
+REPORT_INTERVAL = 0.05
+
+
+@dataclass
+class _Scan:
+    number: int
+    scan_id: str
+    params: dict[str, Any]
+    output: Path | None
+    allow: ClassAllowList
+    payload: ReducerPayload | None = None
+    results: int = 0
+    expected: int | None = None
+    finishing: str | None = None
+    finished: bool = False
+
+
+class ReducerService(Service):
+    kind = "reducer"
+
+    def __init__(
+        self,
+        name: str,
+        scheduler: str,
+        reducer_class: str,
+        *,
+        bind: str = "tcp://127.0.0.1:0",
+        search: list[str] | None = None,
+        output_dir: str | None = None,
+    ) -> None:
+        super().__init__(name, scheduler)
+        self.reducer_class = reducer_class
+        self.cls = load_class(reducer_class, search or [])
+        self.descriptions = describe_class(self.cls)
+        self.bind_address = bind
+        self.output_dir = Path(output_dir) if output_dir else None
+        self.address = ""
+        self.context: dict[str, Any] = {}
+        self.scan: _Scan | None = None
+        self.results = 0
+        self.errors = 0
+        self.rejected = 0
+        self.stale = 0
+        self.last_error: str | None = None
+        self.last_output: str | None = None
+        self._work: queue.Queue[Any] = queue.Queue(maxsize=10_000)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._last_report = 0.0
+
+    def hello(self) -> Hello:
+        import os
+
+        return Hello(
+            kind="reducer",
+            name=self.name,
+            address=self.address,
+            parameters=[d.model_dump(mode="json") for d in self.descriptions.values()],
+            pid=os.getpid(),
+        )
+
+    async def setup(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.data = transport.socket(zmq.PULL)
+        self.address = transport.bind(self.data, self.bind_address)
+        self._thread = threading.Thread(
+            target=self._reduce_loop, name=f"reducer-{self.name}", daemon=True
+        )
+        self._thread.start()
+        self.spawn(self._data_loop(), "data")
+
+    async def teardown(self) -> None:
+        self._work.put(None)
+        if self._thread is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 5)
+        self.data.close(0)
+
+    def counters(self) -> dict[str, Any]:
+        return {
+            "results": self.results,
+            "errors": self.errors,
+            "rejected": self.rejected,
+            "stale": self.stale,
+            "last_error": self.last_error,
+            "scan": self.scan.number if self.scan else None,
+            "output": self.last_output,
+        }
+
+    @contextlib.contextmanager
+    def publish(self) -> Iterator[Any]:
+        """The current publish tree, held under the payload's lock while the caller reads."""
+        scan = self.scan
+        if scan is None or scan.payload is None:
+            yield None
+            return
+        with scan.payload.reading() as tree:
+            yield tree
+
+    # -- control -------------------------------------------------------------------------
+
+    async def handle(self, msg: Message) -> None:
+        if isinstance(msg, Arm):
+            raw = decode_parameters(msg.parameters)
+            try:
+                params = ParameterSet(self.descriptions, raw).as_dict()
+            except ValueError as exc:
+                await self.send(Armed(scan=msg.scan, ok=False, error=str(exc)))
+                return
+            output = None
+            target = msg.metadata.get("output") or (
+                str(self.output_dir / f"{msg.scan_id}_processed.h5") if self.output_dir else None
+            )
+            if target:
+                output = Path(target)
+            packages = [p for p in msg.metadata.get("payload_packages", []) if isinstance(p, str)]
+            allow = ClassAllowList(
+                prefixes=tuple(
+                    {
+                        *packages,
+                        self.reducer_class.split(".")[0].split(":")[0] + ".",
+                        "tango_dranspose.",
+                    }
+                )
+            )
+            scan = _Scan(msg.scan, msg.scan_id, params, output, allow)
+            done: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+            self._work.put(("arm", scan, done))
+            error = await done
+            if error is None:
+                self.scan = scan
+            await self.send(Armed(scan=msg.scan, ok=error is None, error=error))
+        elif isinstance(msg, Finish):
+            current = self.scan
+            if current is None or msg.scan != current.number:
+                return
+            self._work.put(("finish", current, msg.reason, msg.expected_results))
+
+    # -- data ----------------------------------------------------------------------------
+
+    async def _data_loop(self) -> None:
+        while True:
+            frames = await self.data.recv_multipart(copy=False)
+            scan = self.scan
+            try:
+                scan_no, event, worker, phash = transport.unpack_result_header(frames[0].buffer)
+            except (ValueError, UnicodeDecodeError) as exc:
+                self.rejected += 1
+                self.log.warning("dropping malformed result message: %s", exc)
+                continue
+            if scan is None or scan_no != scan.number or scan.finished:
+                self.stale += 1
+                continue
+            item = ("result", scan, event, worker, phash, frames[1:])
+            try:
+                self._work.put_nowait(item)
+            except queue.Full:
+                # The reducer is behind: wait without blocking the loop, which stops reading
+                # and lets the workers' sockets fill up (back-pressure).
+                await asyncio.get_running_loop().run_in_executor(None, self._work.put, item)
+
+    # -- reducing thread -----------------------------------------------------------------
+
+    def _reduce_loop(self) -> None:
+        next_timer = time.monotonic() + 1.0
+        while True:
+            timeout = max(0.0, next_timer - time.monotonic())
+            try:
+                item = self._work.get(timeout=timeout)
+            except queue.Empty:
+                item = ("timer",)
+            if item is None:
+                break
+            scan = self.scan
+            what = item[0]
+            if what == "arm":
+                item[2].get_loop().call_soon_threadsafe(
+                    item[2].set_result, self._construct(item[1])
+                )
+                next_timer = time.monotonic()
+                continue
+            if what == "timer":
+                if (
+                    scan is not None
+                    and scan.payload is not None
+                    and not scan.finished
+                    and scan.payload.has_timer
+                ):
+                    next_timer = time.monotonic() + self._run(
+                        "timer", scan, lambda s=scan: s.payload.timer(s.params), 1.0
+                    )
+                else:
+                    next_timer = time.monotonic() + 1.0
+                self._report(scan, force=False)
+                continue
+            if what == "result":
+                _, rscan, event, worker, phash, frames = item
+                if rscan.finished:
+                    continue
+                self._reduce(rscan, event, worker, phash, frames)
+            elif what == "finish":
+                _, fscan, reason, expected = item
+                fscan.finishing = reason
+                fscan.expected = expected
+            for s in (scan, item[1]):
+                if s is not None:
+                    self._maybe_finish(s)
+            self._report(scan, force=False)
+
+    def _construct(self, scan: _Scan) -> str | None:
+        try:
+            scan.payload = ReducerPayload(
+                self.cls, parameters=scan.params, context=self.context, state=None
+            )
+        except Exception as exc:
+            return f"{self.reducer_class}: {exc}"
+        return None
+
+    def _run(self, what: str, scan: _Scan, fn: Any, default: Any = None) -> Any:
+        try:
+            return fn()
+        except Exception as exc:
+            self.errors += 1
+            self.last_error = f"{what}: {type(exc).__name__}: {exc}"
+            self.log.error("%s failed\n%s", what, traceback.format_exc())
+            return default
+
+    def _reduce(self, scan: _Scan, event: int, worker: str, phash: str, frames: list[Any]) -> None:
+        assert scan.payload is not None
+        scan.results += 1
+        self.results += 1
+        try:
+            payload = decode_result(frames, scan.allow)
+        except ResultDecodeError as exc:
+            self.rejected += 1
+            self.last_error = f"event {event} from {worker}: {exc}"
+            self.log.error("rejected a result: %s", self.last_error)
+            return
+        result = ResultData(event, worker, payload, phash)
+        self._run(
+            f"process_result (event {event})",
+            scan,
+            lambda: scan.payload.process_result(result, scan.params),
+        )
+
+    def _maybe_finish(self, scan: _Scan) -> None:
+        if scan.finished or scan.finishing is None:
+            return
+        if (
+            scan.finishing == "complete"
+            and scan.expected is not None
+            and scan.results < scan.expected
+        ):
+            return
+        scan.finished = True
+        payload = scan.payload
+        if payload is not None:
+            if payload.has_timer:
+                self._run("timer", scan, lambda: payload.timer(scan.params))
+            self._run("finish", scan, lambda: payload.finish(scan.params))
+        written = None
+        if scan.output is not None and payload is not None:
+            try:
+                with payload.reading() as tree:
+                    if tree is not None:
+                        write_file(scan.output, tree)
+                        written = str(scan.output)
+            except Exception as exc:
+                self.errors += 1
+                self.last_error = f"writing {scan.output}: {exc}"
+                self.log.exception("writing the result file failed")
+        self.last_output = written
+        self._report(scan, force=True)
+        summary = {
+            "results": scan.results,
+            "errors": self.errors,
+            "output": written,
+            "reason": scan.finishing,
+        }
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(
+            self.send_nowait, Finished(scan=scan.number, kind="reducer", summary=summary)
+        )
+
+    def _report(self, scan: _Scan | None, force: bool) -> None:
+        if scan is None:
+            return
+        now = time.monotonic()
+        if not force and now - self._last_report < REPORT_INTERVAL:
+            return
+        self._last_report = now
+        assert self._loop is not None
+        msg = Reduced(
+            scan=scan.number, results=scan.results, errors=self.errors, last_error=self.last_error
+        )
+        self._loop.call_soon_threadsafe(self.send_nowait, msg)
+        self._loop.call_soon_threadsafe(self.changed)
+
+    def shutdown_payload(self) -> None:
+        if self.scan is not None and self.scan.payload is not None:
+            close_payload(self.scan.payload.instance, self.context)

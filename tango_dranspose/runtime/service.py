@@ -1,0 +1,146 @@
+"""What ingester, worker and reducer services share: the control connection to the scheduler.
+
+A service connects a DEALER (identity = its name) to the scheduler's ROUTER, says hello, and
+then reacts to control messages. It says hello again whenever the scheduler asks (a restarted
+scheduler knows nobody) and sends its counters every second, which is also its heartbeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import zmq
+
+from tango_dranspose.runtime import transport
+from tango_dranspose.runtime.messages import (
+    Hello,
+    Message,
+    ProtocolError,
+    Status,
+    Welcome,
+    load_to_service,
+)
+
+STATUS_INTERVAL = 1.0
+
+
+class Service(ABC):
+    kind: str = ""
+
+    def __init__(self, name: str, scheduler: str) -> None:
+        self.name = name
+        self.scheduler_address = scheduler
+        self.log = logging.getLogger(f"tango_dranspose.{self.kind}.{name}")
+        self.control = transport.socket(zmq.DEALER, identity=name, hwm=100_000)
+        self.control.connect(scheduler)
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._stopping = asyncio.Event()
+        self.ready = asyncio.Event()  # set once the data side is bound and hello sent
+        self.protocol_errors = 0
+        self.on_change: Callable[[], None] | None = None  # devices push change events from it
+
+    @abstractmethod
+    def hello(self) -> Hello: ...
+
+    @abstractmethod
+    async def handle(self, msg: Message) -> None: ...
+
+    def counters(self) -> dict[str, Any]:
+        return {}
+
+    async def send(self, msg: Message) -> None:
+        await self.control.send(msg.dump())
+
+    def send_nowait(self, msg: Message) -> None:
+        """Queue a control message from synchronous code (the DEALER's queue is large)."""
+        fut = asyncio.ensure_future(self.control.send(msg.dump()))
+        fut.add_done_callback(self._sent)
+
+    def _sent(self, fut: asyncio.Future[Any]) -> None:
+        if not fut.cancelled() and fut.exception() is not None:
+            self.log.error("control message not sent: %r", fut.exception())
+
+    def spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        task.set_name(f"{self.kind}:{self.name}:{name}")
+        task.add_done_callback(self._task_done)
+        self._tasks.append(task)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        if task in self._tasks:
+            self._tasks.remove(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self.log.error("task %s failed: %r", task.get_name(), exc, exc_info=exc)
+
+    async def start(self) -> None:
+        """Bind, say hello and start the background loops (returns at once)."""
+        await self.setup()
+        await self.send(self.hello())
+        self.spawn(self._control_loop(), "control")
+        self.spawn(self._status_loop(), "status")
+        self.ready.set()
+
+    async def setup(self) -> None:  # noqa: B027 - optional hook
+        """Bind data sockets before hello (their addresses go into it)."""
+
+    async def run(self) -> None:
+        await self.start()
+        await self._stopping.wait()
+        await self.close()
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def close(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        await self.teardown()
+        self.control.close(0)
+
+    async def teardown(self) -> None:  # noqa: B027 - optional hook
+        """Close data sockets and payloads."""
+
+    async def _control_loop(self) -> None:
+        while True:
+            raw = await self.control.recv()
+            try:
+                msg = load_to_service(raw)
+            except ProtocolError as exc:
+                self.protocol_errors += 1
+                self.log.warning("ignoring control message: %s", exc)
+                continue
+            if isinstance(msg, Welcome):
+                # The scheduler does not know us (it restarted): introduce ourselves again.
+                await self.send(self.hello())
+                continue
+            try:
+                await self.handle(msg)
+            except Exception:
+                self.log.exception("handling %s failed", type(msg).__name__)
+            self.changed()
+
+    async def _status_loop(self) -> None:
+        while True:
+            await asyncio.sleep(STATUS_INTERVAL)
+            await self.send(Status(counters=self.counters()))
+
+    def changed(self) -> None:
+        if self.on_change is not None:
+            try:
+                self.on_change()
+            except Exception:
+                self.log.exception("change callback failed")

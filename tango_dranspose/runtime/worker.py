@@ -1,0 +1,301 @@
+"""Worker service: assembles events from the ingesters and runs the user's ``process_event``.
+
+The event loop receives data and control; one processing thread per worker runs the payload
+(off the loop, one event at a time, in the order the scheduler gave), encodes the result and
+sends it to the reducer on its own socket. Acknowledgements go back to the scheduler in batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import time
+import traceback
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import zmq
+
+from tango_dranspose.core.events import EventData, StreamData
+from tango_dranspose.core.parameters import ParameterSet
+from tango_dranspose.core.payload import PayloadError, WorkerPayload, describe_class, load_class
+from tango_dranspose.core.resultcodec import encode as encode_result
+from tango_dranspose.runtime import transport
+from tango_dranspose.runtime.messages import (
+    Arm,
+    Armed,
+    Done,
+    Expect,
+    Finish,
+    Finished,
+    Hello,
+    Message,
+    decode_parameters,
+)
+from tango_dranspose.runtime.service import Service
+from tango_dranspose.runtime.stats import Percentiles
+
+
+@dataclass
+class _Scan:
+    number: int
+    params: dict[str, Any]
+    parameters_hash: str
+    reducer: str | None
+    payload: WorkerPayload | None = None
+    expect: deque[tuple[int, frozenset[str], bool]] = field(default_factory=deque)
+    partial: dict[int, dict[str, StreamData]] = field(default_factory=dict)
+    stopped: bool = False
+
+
+class WorkerService(Service):
+    kind = "worker"
+
+    def __init__(
+        self,
+        name: str,
+        scheduler: str,
+        worker_class: str,
+        *,
+        tags: list[str] | None = None,
+        bind: str = "tcp://127.0.0.1:0",
+        search: list[str] | None = None,
+    ) -> None:
+        super().__init__(name, scheduler)
+        self.worker_class = worker_class
+        self.cls = load_class(worker_class, search or [])
+        self.descriptions = describe_class(self.cls)
+        self.tags = tags or ["generic"]
+        self.bind_address = bind
+        self.address = ""
+        self.context: dict[str, Any] = {}  # survives across scans, as dranspose promises
+        self.scan: _Scan | None = None
+        self.processed = 0
+        self.errors = 0
+        self.last_error: str | None = None
+        self.stale = 0
+        self.times = Percentiles()
+        self._busy_since: float | None = None
+        self._busy_total = 0.0
+        self._started = time.monotonic()
+        self._work: queue.Queue[Any] = queue.Queue()
+        self._done: list[tuple[int, bool]] = []
+        self._done_lock = threading.Lock()
+        self._flush_pending = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def hello(self) -> Hello:
+        import os
+
+        return Hello(
+            kind="worker",
+            name=self.name,
+            address=self.address,
+            tags=self.tags,
+            parameters=[d.model_dump(mode="json") for d in self.descriptions.values()],
+            pid=os.getpid(),
+        )
+
+    async def setup(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.data = transport.socket(zmq.PULL)
+        self.address = transport.bind(self.data, self.bind_address)
+        self._thread = threading.Thread(
+            target=self._process_loop, name=f"worker-{self.name}", daemon=True
+        )
+        self._thread.start()
+        self.spawn(self._data_loop(), "data")
+
+    async def teardown(self) -> None:
+        self._work.put(None)
+        if self._thread is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 5)
+        self.data.close(0)
+
+    def counters(self) -> dict[str, Any]:
+        elapsed = time.monotonic() - self._started
+        return {
+            "processed": self.processed,
+            "errors": self.errors,
+            "last_error": self.last_error,
+            "stale": self.stale,
+            "mean_ms": self.times.mean() * 1e3,
+            "p99_ms": self.times.quantile(0.99) * 1e3,
+            "load": self._busy_total / elapsed if elapsed > 0 else 0.0,
+            "scan": self.scan.number if self.scan else None,
+            "pending": len(self.scan.expect) if self.scan else 0,
+        }
+
+    # -- control -------------------------------------------------------------------------
+
+    async def handle(self, msg: Message) -> None:
+        if isinstance(msg, Arm):
+            await self._arm(msg)
+        elif isinstance(msg, Expect):
+            scan = self.scan
+            if scan is None or msg.scan != scan.number or scan.stopped:
+                return
+            for event, streams, tick in msg.events:
+                scan.expect.append((event, frozenset(streams), tick))
+            self._dispatch(scan)
+        elif isinstance(msg, Finish):
+            scan = self.scan
+            if scan is None or msg.scan != scan.number:
+                return
+            if msg.reason != "complete":
+                scan.stopped = True
+                scan.expect.clear()
+                scan.partial.clear()
+            self._work.put(("finish", scan))
+
+    async def _arm(self, msg: Arm) -> None:
+        raw = decode_parameters(msg.parameters)
+        try:
+            params = ParameterSet(self.descriptions, raw).as_dict()
+        except ValueError as exc:
+            await self.send(Armed(scan=msg.scan, ok=False, error=str(exc)))
+            return
+        scan = _Scan(msg.scan, params, msg.parameters_hash, msg.reducer)
+        done: asyncio.Future[tuple[bool, str | None, float | None]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._work.put(("arm", scan, done))
+        ok, error, tick = await done
+        if ok:
+            old = self.scan
+            if old is not None:
+                old.stopped = True
+            self.scan = scan
+        await self.send(Armed(scan=msg.scan, ok=ok, error=error, tick_interval=tick))
+
+    # -- data ----------------------------------------------------------------------------
+
+    async def _data_loop(self) -> None:
+        while True:
+            frames = await self.data.recv_multipart(copy=False)
+            try:
+                scan_no, event, streams = transport.unpack_data_header(frames[0].buffer)
+            except (ValueError, IndexError) as exc:
+                self.stale += 1
+                self.log.warning("dropping malformed data message: %s", exc)
+                continue
+            scan = self.scan
+            if scan is None or scan_no != scan.number or scan.stopped:
+                self.stale += 1
+                continue
+            parts = scan.partial.setdefault(event, {})
+            pos = 1
+            for name, typ, count in streams:
+                parts[name] = StreamData(typ=typ, frames=frames[pos : pos + count])
+                pos += count
+            self._dispatch(scan)
+
+    def _dispatch(self, scan: _Scan) -> None:
+        """Hand every complete event at the head of the order to the processing thread."""
+        while scan.expect:
+            event, streams, tick = scan.expect[0]
+            parts = scan.partial.get(event)
+            if parts is None or not streams <= parts.keys():
+                return
+            scan.expect.popleft()
+            del scan.partial[event]
+            self._work.put(("event", scan, EventData(event, parts), tick))
+
+    # -- processing thread -----------------------------------------------------------------
+
+    def _process_loop(self) -> None:
+        sock: zmq.Socket[Any] = zmq.Context.instance().socket(zmq.PUSH)
+        sock.setsockopt(zmq.LINGER, 1000)
+        sock.setsockopt(zmq.SNDHWM, transport.DEFAULT_HWM)
+        connected: str | None = None
+        while True:
+            item = self._work.get()
+            if item is None:
+                break
+            what, scan = item[0], item[1]
+            if what == "arm":
+                result = self._construct(scan)
+                if scan.reducer and scan.reducer != connected:
+                    if connected:
+                        sock.disconnect(connected)
+                    sock.connect(scan.reducer)
+                    connected = scan.reducer
+                self._call_soon(item[2].set_result, result)
+            elif what == "event":
+                if scan.stopped:
+                    continue
+                self._process(sock, scan, item[2], item[3])
+            elif what == "finish":
+                self._finish(scan)
+        sock.close()
+
+    def _construct(self, scan: _Scan) -> tuple[bool, str | None, float | None]:
+        try:
+            scan.payload = WorkerPayload(
+                self.cls, parameters=scan.params, context=self.context, state=None
+            )
+            return True, None, scan.payload.tick_interval(scan.params)
+        except (PayloadError, Exception) as exc:
+            return False, f"{self.worker_class}: {exc}", None
+
+    def _process(self, sock: zmq.Socket[Any], scan: _Scan, event: EventData, tick: bool) -> None:
+        assert scan.payload is not None
+        start = time.perf_counter()
+        has_result = False
+        try:
+            result = scan.payload.process_event(event, scan.params, tick)
+            if result is not None:
+                head = transport.pack_result_header(
+                    scan.number, event.event_number, self.name, scan.parameters_hash
+                )
+                sock.send_multipart([head, *encode_result(result)], copy=False)
+                has_result = True
+        except Exception as exc:
+            self.errors += 1
+            self.last_error = f"event {event.event_number}: {type(exc).__name__}: {exc}"
+            if self.errors <= 10 or self.errors % 1000 == 0:
+                self.log.error(
+                    "process_event failed on %s\n%s", self.last_error, traceback.format_exc()
+                )
+        took = time.perf_counter() - start
+        self._busy_total += took
+        self.times.add(took)
+        self.processed += 1
+        with self._done_lock:
+            self._done.append((event.event_number, has_result))
+            schedule = not self._flush_pending
+            self._flush_pending = True
+        if schedule:
+            self._call_soon(self._flush_done, scan.number)
+
+    def _finish(self, scan: _Scan) -> None:
+        error = None
+        if scan.payload is not None:
+            try:
+                scan.payload.finish(scan.params)
+            except Exception as exc:
+                self.errors += 1
+                error = f"finish: {type(exc).__name__}: {exc}"
+                self.log.exception("finish failed")
+        self._call_soon(self._flush_done, scan.number)
+        summary = {"processed": self.processed, "errors": self.errors, "finish_error": error}
+        self._call_soon(
+            self.send_nowait, Finished(scan=scan.number, kind="worker", summary=summary)
+        )
+
+    def _call_soon(self, fn: Any, *args: Any) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(fn, *args)
+
+    def _flush_done(self, scan_no: int) -> None:
+        with self._done_lock:
+            done, self._done = self._done, []
+            self._flush_pending = False
+        if done:
+            self.send_nowait(
+                Done(scan=scan_no, events=done, errors=self.errors, last_error=self.last_error)
+            )
+            self.changed()
