@@ -32,6 +32,7 @@ class Hello(Message):
     streams: list[str] = []  # ingesters
     tags: list[str] = []  # workers
     parameters: list[dict[str, Any]] = []  # descriptions of the payload's parameters
+    payload: str | None = None  # "package.module:Class" of a worker or reducer
     pid: int = 0
 
 

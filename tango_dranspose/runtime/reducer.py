@@ -158,14 +158,15 @@ class ReducerService(Service):
             )
             if target:
                 output = Path(target)
-            packages = [p for p in msg.metadata.get("payload_packages", []) if isinstance(p, str)]
+            # Results may carry dataclasses and models of the payload packages, and our own
+            # message models and event containers; nothing else is ever instantiated.
+            specs = [self.reducer_class, *msg.metadata.get("worker_payloads", [])]
+            packages = {spec.split(":")[0].split(".")[0] for spec in specs if isinstance(spec, str)}
             allow = ClassAllowList(
-                prefixes=tuple(
-                    {
-                        *packages,
-                        self.reducer_class.split(".")[0].split(":")[0] + ".",
-                        "tango_dranspose.",
-                    }
+                prefixes=(
+                    *sorted(packages),
+                    "tango_dranspose.streams",
+                    "tango_dranspose.core.events",
                 )
             )
             scan = _Scan(msg.scan, msg.scan_id, params, output, allow)

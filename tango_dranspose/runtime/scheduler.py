@@ -63,6 +63,7 @@ class Component:
     streams: list[str] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
     parameters: list[dict[str, Any]] = field(default_factory=list)
+    payload: str | None = None
     pid: int = 0
     last_seen: float = field(default_factory=time.monotonic)
     counters: dict[str, Any] = field(default_factory=dict)
@@ -191,7 +192,14 @@ class Scheduler:
         scan = self.scan
         if isinstance(msg, Hello):
             self.components[name] = Component(
-                msg.kind, name, msg.address, msg.streams, msg.tags, msg.parameters, msg.pid
+                msg.kind,
+                name,
+                msg.address,
+                msg.streams,
+                msg.tags,
+                msg.parameters,
+                msg.payload,
+                msg.pid,
             )
             log.info("%s %s registered (%s)", msg.kind, name, msg.address or ", ".join(msg.streams))
             async with self.registered:
@@ -315,7 +323,10 @@ class Scheduler:
             )
         for worker in workers:
             await self._send(worker.name, Arm(**base, reducer=reducers[0].address))
-        await self._send(scan.reducer, Arm(**base))
+        payloads = sorted({w.payload for w in workers if w.payload})
+        await self._send(
+            scan.reducer, Arm(**{**base, "metadata": {**meta, "worker_payloads": payloads}})
+        )
         try:
             await asyncio.wait_for(scan.armed_event.wait(), ARM_TIMEOUT)
         except asyncio.TimeoutError:

@@ -96,6 +96,7 @@ class WorkerService(Service):
             address=self.address,
             tags=self.tags,
             parameters=[d.model_dump(mode="json") for d in self.descriptions.values()],
+            payload=self.worker_class,
             pid=os.getpid(),
         )
 

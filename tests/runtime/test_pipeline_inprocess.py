@@ -173,3 +173,24 @@ def test_arming_refuses_unknown_streams_and_too_few_workers() -> None:
             assert scan is not None and scan.state == "finished"
 
     run(go())
+
+
+def test_results_with_payload_dataclasses_and_stream_models_reach_the_reducer() -> None:
+    async def go() -> None:
+        async with pipeline(
+            [("cam", "STINS")], "tests.runtime.payloads:ModelWorker", R, workers=(("generic",),)
+        ) as p:
+            msgs, sums = stins_scan(3)
+            await p.scheduler.arm({"cam": [[{"constraint": 0}]] * 3})
+            await p.send("cam", msgs)
+            scan = await p.scheduler.wait(20)
+            assert scan is not None and scan.state == "finished"
+            with p.reducer.publish() as tree:
+                rows = sorted(
+                    (r for r in tree["results"] if "point" in r), key=lambda r: r["point"].frame
+                )
+            assert [r["point"].total for r in rows] == sums
+            assert [r["packet"].frame for r in rows] == [0, 1, 2]
+            assert p.reducer.rejected == 0
+
+    run(go())
