@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import os
 import re
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,6 +87,18 @@ class _Stream:
         }
 
 
+BATCH_EVENTS = 64  # events of one worker sent in one message at most
+BATCH_BYTES = 1 << 20  # ... or this many bytes of frames
+LEDGER_INTERVAL = 0.25  # seconds between ledger updates to the scheduler
+
+
+@dataclass
+class _Outbox:
+    table: transport.EventTable = field(default_factory=list)
+    frames: list[Any] = field(default_factory=list)
+    nbytes: int = 0
+
+
 @dataclass
 class _Scan:
     number: int
@@ -97,6 +110,8 @@ class _Scan:
     upto: int = -1
     task: asyncio.Task[None] | None = None
     recorder: DumpWriter | None = None
+    outbox: dict[str, _Outbox] = field(default_factory=dict)
+    last_ledger: float = 0.0
 
 
 class IngesterService(Service):
@@ -107,7 +122,7 @@ class IngesterService(Service):
         if not streams:
             raise ValueError("an ingester needs at least one stream")
         self.streams = {s.name: _Stream(s) for s in streams}
-        self.push: dict[str, tuple[str, zmq.asyncio.Socket]] = {}
+        self.push: dict[str, tuple[str, transport.FastSocket]] = {}
         self.scan: _Scan | None = None
         self.frames_total = 0
         self.bytes_total = 0
@@ -130,8 +145,8 @@ class IngesterService(Service):
 
     async def teardown(self) -> None:
         await self._end_scan()
-        for _, sock in self.push.values():
-            sock.close(0)
+        for _, fast in self.push.values():
+            fast.sock.close(0)
 
     # -- control -------------------------------------------------------------------------
 
@@ -159,10 +174,10 @@ class IngesterService(Service):
             known = self.push.get(name)
             if known is None or known[0] != address:
                 if known is not None:
-                    known[1].close(0)
+                    known[1].sock.close(0)
                 sock = transport.socket(zmq.PUSH)
                 sock.connect(address)
-                self.push[name] = (address, sock)
+                self.push[name] = (address, transport.FastSocket(sock))
         error = None
         for name in msg.streams:
             st = self.streams[name]
@@ -223,12 +238,16 @@ class IngesterService(Service):
 
     # -- data ----------------------------------------------------------------------------
 
-    async def _next(self, st: _Stream) -> StreamData | None:
+    async def _next(self, st: _Stream, scan: _Scan) -> StreamData | None:
         while not st.buffer:
             if st.ended is not None or st.upstream is None:
                 return None
             try:
-                message = await st.upstream.receive()
+                nowait = getattr(st.upstream, "receive_nowait", None)
+                message = nowait() if nowait is not None else None
+                if message is None:
+                    await self._flush(scan)  # about to wait: send what is ready first
+                    message = await st.upstream.receive()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -240,15 +259,34 @@ class IngesterService(Service):
                 st.buffer.append(framed.data)
         return st.buffer.popleft()
 
+    async def _flush(self, scan: _Scan, only: str | None = None) -> None:
+        for worker in [only] if only is not None else list(scan.outbox):
+            box = scan.outbox.pop(worker, None)
+            if box is not None:
+                head = transport.pack_data_header(scan.number, box.table)
+                await self.push[worker][1].send_multipart([head, *box.frames])
+
+    async def _report(self, scan: _Scan, final: bool = False) -> None:
+        now = time.monotonic()
+        ledger: dict[str, dict[str, Any]] = {}
+        if final or now - scan.last_ledger >= LEDGER_INTERVAL:
+            ledger = {n: self.streams[n].ledger() for n in scan.streams}
+            scan.last_ledger = now
+        await self.send(Ingested.model_construct(scan=scan.number, upto=scan.upto, ledger=ledger))
+        self.changed()
+
     async def _scan_loop(self, scan: _Scan) -> None:
         while True:
+            if scan.queue.empty():
+                await self._flush(scan)
+                await self._report(scan, final=True)
             batch = await scan.queue.get()
             for event, routes in batch:
-                per_worker: dict[str, list[tuple[str, StreamData]]] = {}
                 recorded: dict[str, StreamData] = {}
+                per_worker: dict[str, list[tuple[str, StreamData]]] = {}
                 for stream, workers in routes.items():
                     st = self.streams[stream]
-                    data = await self._next(st)
+                    data = await self._next(st, scan)
                     if data is None:
                         st.missing += 1
                         continue
@@ -264,17 +302,18 @@ class IngesterService(Service):
                     for worker in workers:
                         per_worker.setdefault(worker, []).append((stream, data))
                 for worker, items in per_worker.items():
-                    head = transport.pack_data_header(
-                        scan.number, event, [(s, d.typ, d.length) for s, d in items]
-                    )
-                    frames: list[Any] = [head]
+                    box = scan.outbox.get(worker)
+                    if box is None:
+                        box = scan.outbox[worker] = _Outbox()
+                    box.table.append((event, [(s, d.typ, d.length) for s, d in items]))
                     for _, d in items:
-                        frames.extend(d.frames)
-                    await self.push[worker][1].send_multipart(frames, copy=False)
+                        box.frames.extend(d.frames)
+                        box.nbytes += d.nbytes()
+                    if len(box.table) >= BATCH_EVENTS or box.nbytes >= BATCH_BYTES:
+                        await self._flush(scan, worker)
                 if scan.recorder is not None and recorded:
                     scan.recorder.write(event, recorded)
                 scan.upto = event
             if scan.queue.empty():
-                ledger = {n: self.streams[n].ledger() for n in scan.streams}
-                await self.send(Ingested(scan=scan.number, upto=scan.upto, ledger=ledger))
-                self.changed()
+                await self._flush(scan)
+                await self._report(scan)

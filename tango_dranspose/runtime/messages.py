@@ -6,10 +6,9 @@ handed out and acknowledged in batches. Data (frames, results) travels on separa
 
 from __future__ import annotations
 
-import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 
 class Message(BaseModel):
@@ -131,32 +130,29 @@ class Welcome(Message):
     scan: int = 0
 
 
-ToScheduler = Hello | Armed | Done | Ingested | Reduced | Finished | Status
-ToService = Arm | Assign | Expect | Finish | Welcome
+ToScheduler = Annotated[
+    Hello | Armed | Done | Ingested | Reduced | Finished | Status, Field(discriminator="op")
+]
+ToService = Annotated[Arm | Assign | Expect | Finish | Welcome, Field(discriminator="op")]
 
-_TO_SCHEDULER: dict[str, type[Message]] = {
-    m.model_fields["op"].default: m
-    for m in (Hello, Armed, Done, Ingested, Reduced, Finished, Status)
-}
-_TO_SERVICE: dict[str, type[Message]] = {
-    m.model_fields["op"].default: m for m in (Arm, Assign, Expect, Finish, Welcome)
-}
+# One pydantic-core call parses and validates a message (several are handled per event).
+_TO_SCHEDULER: TypeAdapter[Message] = TypeAdapter(ToScheduler)
+_TO_SERVICE: TypeAdapter[Message] = TypeAdapter(ToService)
 
 
 class ProtocolError(ValueError):
     """A control message that does not parse."""
 
 
-def _load(raw: bytes, table: dict[str, type[Message]]) -> Message:
+def _load(raw: bytes, adapter: TypeAdapter[Message]) -> Message:
     try:
-        obj = json.loads(raw)
-        model = table[obj["op"]]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ProtocolError(f"not a control message: {raw[:80]!r} ({exc})") from None
-    try:
-        return model.model_validate(obj)
-    except ValueError as exc:
-        raise ProtocolError(f"invalid {obj['op']} message: {exc}") from None
+        return adapter.validate_json(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "message"
+        raise ProtocolError(
+            f"invalid control message {raw[:80]!r}: {where}: {first['msg']}"
+        ) from None
 
 
 def load_to_scheduler(raw: bytes) -> Message:

@@ -185,25 +185,29 @@ class ReducerService(Service):
     # -- data ----------------------------------------------------------------------------
 
     async def _data_loop(self) -> None:
+        data = transport.FastSocket(self.data)
         while True:
-            frames = await self.data.recv_multipart(copy=False)
-            scan = self.scan
-            try:
-                scan_no, event, worker, phash = transport.unpack_result_header(frames[0].buffer)
-            except (ValueError, UnicodeDecodeError) as exc:
-                self.rejected += 1
-                self.log.warning("dropping malformed result message: %s", exc)
-                continue
-            if scan is None or scan_no != scan.number or scan.finished:
-                self.stale += 1
-                continue
-            item = ("result", scan, event, worker, phash, frames[1:])
-            try:
-                self._work.put_nowait(item)
-            except queue.Full:
-                # The reducer is behind: wait without blocking the loop, which stops reading
-                # and lets the workers' sockets fill up (back-pressure).
-                await asyncio.get_running_loop().run_in_executor(None, self._work.put, item)
+            for frames in await data.recv_batch():
+                await self._receive(frames)
+
+    async def _receive(self, frames: list[Any]) -> None:
+        scan = self.scan
+        try:
+            scan_no, event, worker, phash = transport.unpack_result_header(frames[0].buffer)
+        except (ValueError, UnicodeDecodeError) as exc:
+            self.rejected += 1
+            self.log.warning("dropping malformed result message: %s", exc)
+            return
+        if scan is None or scan_no != scan.number or scan.finished:
+            self.stale += 1
+            return
+        item = ("result", scan, event, worker, phash, frames[1:])
+        try:
+            self._work.put_nowait(item)
+        except queue.Full:
+            # The reducer is behind: wait without blocking the loop, which stops reading
+            # and lets the workers' sockets fill up (back-pressure).
+            await asyncio.get_running_loop().run_in_executor(None, self._work.put, item)
 
     # -- reducing thread -----------------------------------------------------------------
 

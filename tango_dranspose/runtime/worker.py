@@ -175,24 +175,29 @@ class WorkerService(Service):
     # -- data ----------------------------------------------------------------------------
 
     async def _data_loop(self) -> None:
+        data = transport.FastSocket(self.data)
         while True:
-            frames = await self.data.recv_multipart(copy=False)
-            try:
-                scan_no, event, streams = transport.unpack_data_header(frames[0].buffer)
-            except (ValueError, IndexError) as exc:
-                self.stale += 1
-                self.log.warning("dropping malformed data message: %s", exc)
-                continue
-            scan = self.scan
-            if scan is None or scan_no != scan.number or scan.stopped:
-                self.stale += 1
-                continue
-            parts = scan.partial.setdefault(event, {})
-            pos = 1
-            for name, typ, count in streams:
-                parts[name] = StreamData(typ=typ, frames=frames[pos : pos + count])
-                pos += count
-            self._dispatch(scan)
+            for frames in await data.recv_batch():
+                try:
+                    scan_no, table = transport.unpack_data_header(frames[0].buffer)
+                    if sum(n for _, streams in table for _, _, n in streams) != len(frames) - 1:
+                        raise ValueError("frame count does not match the header")
+                except (ValueError, IndexError, TypeError) as exc:
+                    self.stale += 1
+                    self.log.warning("dropping malformed data message: %s", exc)
+                    continue
+                scan = self.scan
+                if scan is None or scan_no != scan.number or scan.stopped:
+                    self.stale += len(table)
+                    continue
+                pos = 1
+                for event, streams in table:
+                    parts = scan.partial.setdefault(event, {})
+                    for name, typ, count in streams:
+                        parts[name] = StreamData(typ=typ, frames=frames[pos : pos + count])
+                        pos += count
+            if self.scan is not None:
+                self._dispatch(self.scan)
 
     def _dispatch(self, scan: _Scan) -> None:
         """Hand every complete event at the head of the order to the processing thread."""
@@ -252,7 +257,7 @@ class WorkerService(Service):
                 head = transport.pack_result_header(
                     scan.number, event.event_number, self.name, scan.parameters_hash
                 )
-                sock.send_multipart([head, *encode_result(result)], copy=False)
+                transport.send_parts(sock, [head, *encode_result(result)])
                 has_result = True
         except Exception as exc:
             self.errors += 1
@@ -297,6 +302,8 @@ class WorkerService(Service):
             self._flush_pending = False
         if done:
             self.send_nowait(
-                Done(scan=scan_no, events=done, errors=self.errors, last_error=self.last_error)
+                Done.model_construct(
+                    scan=scan_no, events=done, errors=self.errors, last_error=self.last_error
+                )
             )
             self.changed()
