@@ -241,9 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
     ip.set_defaults(func=cmd_inspect)
 
     from tango_dranspose.runtime.serve import add_scan_parser, add_serve_parser
+    from tango_dranspose.sources.simulate_cli import add_simulate_parser
 
     add_serve_parser(sub)
     add_scan_parser(sub)
+    add_simulate_parser(sub)
     return parser
 
 

@@ -36,7 +36,7 @@ from tango_dranspose.runtime.messages import (
     Message,
 )
 from tango_dranspose.runtime.service import Service
-from tango_dranspose.sources.upstream import Upstream, open_upstream
+from tango_dranspose.sources.upstream import Upstream, UpstreamClosed, open_upstream
 from tango_dranspose.streams import get_protocol
 from tango_dranspose.streams.base import Framer
 
@@ -250,6 +250,13 @@ class IngesterService(Service):
                     message = await st.upstream.receive()
             except asyncio.CancelledError:
                 raise
+            except UpstreamClosed as exc:
+                # A playback that ran out, or a peer that hung up: events held back are final.
+                st.ended = f"upstream closed: {exc}"
+                self.log.info("stream %s: %s", st.config.name, st.ended)
+                assert st.framer is not None
+                st.buffer.extend(framed.data for framed in st.framer.flush())
+                continue
             except Exception as exc:
                 st.ended = f"{type(exc).__name__}: {exc}"
                 self.log.error("stream %s: upstream failed: %s", st.config.name, st.ended)

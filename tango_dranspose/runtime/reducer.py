@@ -193,15 +193,22 @@ class ReducerService(Service):
     async def _receive(self, frames: list[Any]) -> None:
         scan = self.scan
         try:
-            scan_no, event, worker, phash = transport.unpack_result_header(frames[0].buffer)
-        except (ValueError, UnicodeDecodeError) as exc:
+            scan_no, worker, phash, table = transport.unpack_result_header(frames[0].buffer)
+            if sum(n for _, n in table) != len(frames) - 1:
+                raise ValueError("frame count does not match the header")
+        except (ValueError, TypeError, UnicodeDecodeError) as exc:
             self.rejected += 1
             self.log.warning("dropping malformed result message: %s", exc)
             return
         if scan is None or scan_no != scan.number or scan.finished:
-            self.stale += 1
+            self.stale += len(table)
             return
-        item = ("result", scan, event, worker, phash, frames[1:])
+        results = []
+        pos = 1
+        for event, count in table:
+            results.append((event, frames[pos : pos + count]))
+            pos += count
+        item = ("results", scan, worker, phash, results)
         try:
             self._work.put_nowait(item)
         except queue.Full:
@@ -243,11 +250,12 @@ class ReducerService(Service):
                     next_timer = time.monotonic() + 1.0
                 self._report(scan, force=False)
                 continue
-            if what == "result":
-                _, rscan, event, worker, phash, frames = item
-                if rscan.finished:
-                    continue
-                self._reduce(rscan, event, worker, phash, frames)
+            if what == "results":
+                _, rscan, worker, phash, results = item
+                for event, frames in results:
+                    if rscan.finished:
+                        break
+                    self._reduce(rscan, event, worker, phash, frames)
             elif what == "finish":
                 _, fscan, reason, expected = item
                 fscan.finishing = reason

@@ -60,21 +60,28 @@ def unpack_data_header(raw: bytes | memoryview) -> tuple[int, EventTable]:
     ]
 
 
-# Worker -> reducer result header: scan, event, then "worker\0parameters_hash".
-_RESULT = struct.Struct("<Iq")
+# Worker -> reducer result message: one header frame, then each result's frames. The header
+# is a prefix (scan, result count) and JSON: the worker, the parameters hash and, per result,
+# its event number and frame count.
+_RESULT = struct.Struct("<II")
+
+ResultTable = list[tuple[int, int]]
 
 
-def pack_result_header(scan: int, event: int, worker: str, parameters_hash: str) -> bytes:
-    return _RESULT.pack(scan, event) + f"{worker}\0{parameters_hash}".encode()
+def pack_result_header(scan: int, worker: str, parameters_hash: str, results: ResultTable) -> bytes:
+    body = json.dumps([worker, parameters_hash, results], separators=(",", ":")).encode()
+    return _RESULT.pack(scan, len(results)) + body
 
 
-def unpack_result_header(raw: bytes | memoryview) -> tuple[int, int, str, str]:
+def unpack_result_header(raw: bytes | memoryview) -> tuple[int, str, str, ResultTable]:
     view = memoryview(raw)
     if len(view) < _RESULT.size:
         raise ValueError("result header too short")
-    scan, event = _RESULT.unpack_from(view)
-    worker, _, phash = bytes(view[_RESULT.size :]).decode().partition("\0")
-    return scan, event, worker, phash
+    scan, count = _RESULT.unpack_from(view)
+    worker, phash, table = json.loads(bytes(view[_RESULT.size :]))
+    if len(table) != count:
+        raise ValueError("result header table does not match its count")
+    return scan, str(worker), str(phash), [(int(e), int(n)) for e, n in table]
 
 
 # Below this size a zero-copy send costs more (frame tracking) than copying the bytes.

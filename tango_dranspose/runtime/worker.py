@@ -50,6 +50,13 @@ class _Scan:
     stopped: bool = False
 
 
+@dataclass
+class _Outbox:
+    table: transport.ResultTable = field(default_factory=list)
+    frames: list[Any] = field(default_factory=list)
+    nbytes: int = 0
+
+
 class WorkerService(Service):
     kind = "worker"
 
@@ -81,6 +88,7 @@ class WorkerService(Service):
         self._busy_total = 0.0
         self._started = time.monotonic()
         self._work: queue.Queue[Any] = queue.Queue()
+        self._outbox = _Outbox()  # results held while more events wait (processing thread only)
         self._done: list[tuple[int, bool]] = []
         self._done_lock = threading.Lock()
         self._flush_pending = False
@@ -233,8 +241,12 @@ class WorkerService(Service):
             elif what == "event":
                 if scan.stopped:
                     continue
-                self._process(sock, scan, item[2], item[3])
+                self._process(scan, item[2], item[3])
+                box = self._outbox
+                if self._work.empty() or len(box.table) >= 64 or box.nbytes >= 1 << 20:
+                    self._send_results(sock, scan)
             elif what == "finish":
+                self._send_results(sock, scan)
                 self._finish(scan)
         sock.close()
 
@@ -247,17 +259,27 @@ class WorkerService(Service):
         except (PayloadError, Exception) as exc:
             return False, f"{self.worker_class}: {exc}", None
 
-    def _process(self, sock: zmq.Socket[Any], scan: _Scan, event: EventData, tick: bool) -> None:
+    def _send_results(self, sock: zmq.Socket[Any], scan: _Scan) -> None:
+        box = self._outbox
+        if box.table:
+            head = transport.pack_result_header(
+                scan.number, self.name, scan.parameters_hash, box.table
+            )
+            transport.send_parts(sock, [head, *box.frames])
+            self._outbox = _Outbox()
+
+    def _process(self, scan: _Scan, event: EventData, tick: bool) -> None:
         assert scan.payload is not None
         start = time.perf_counter()
         has_result = False
         try:
             result = scan.payload.process_event(event, scan.params, tick)
             if result is not None:
-                head = transport.pack_result_header(
-                    scan.number, event.event_number, self.name, scan.parameters_hash
-                )
-                transport.send_parts(sock, [head, *encode_result(result)])
+                parts = encode_result(result)
+                box = self._outbox
+                box.table.append((event.event_number, len(parts)))
+                box.frames.extend(parts)
+                box.nbytes += sum(p.nbytes if isinstance(p, memoryview) else len(p) for p in parts)
                 has_result = True
         except Exception as exc:
             self.errors += 1

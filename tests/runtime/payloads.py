@@ -155,3 +155,16 @@ class ModelWorker:
         pkt.data = None  # the frame itself is not needed by the reducer
         total = float(np.asarray(parse(event.streams["cam"]).data, dtype=np.float64).sum())
         return {"event": event.event_number, "point": Point(pkt.frame, total), "packet": pkt}
+
+
+class SlowWorker:
+    """Takes 5 ms per event, like a heavy analysis (to test back-pressure)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def process_event(self, event: Any, parameters: Any = None, tick: bool = False) -> Any:
+        import time
+
+        time.sleep(0.005)
+        return None

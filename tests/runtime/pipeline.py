@@ -42,6 +42,8 @@ async def pipeline(
     window: int = 8,
     search: list[str] | None = None,
     output_dir: str | None = None,
+    upstream_hwm: int | None = None,
+    source_hwm: int = transport.DEFAULT_HWM,
 ) -> AsyncIterator[Pipeline]:
     """``streams`` are (name, protocol); each gets a PUSH source bound on a free port."""
     sched = Scheduler(window=window)
@@ -49,10 +51,11 @@ async def pipeline(
     sources: dict[str, zmq.asyncio.Socket] = {}
     configs = []
     for name, protocol in streams:
-        sock = transport.socket(zmq.PUSH)
+        sock = transport.socket(zmq.PUSH, hwm=source_hwm)
         addr = transport.bind(sock, "tcp://127.0.0.1:0")
         sources[name] = sock
-        configs.append(StreamConfig(name, protocol, "pull+" + addr))
+        query = f"?hwm={upstream_hwm}" if upstream_hwm else ""
+        configs.append(StreamConfig(name, protocol, "pull+" + addr + query))
     ingesters = [IngesterService(f"ing-{c.name}", sched.address, [c]) for c in configs]
     ws = [
         WorkerService(f"w{i}", sched.address, worker_class, tags=list(tags), search=search)

@@ -194,3 +194,41 @@ def test_results_with_payload_dataclasses_and_stream_models_reach_the_reducer() 
             assert p.reducer.rejected == 0
 
     run(go())
+
+
+def test_slow_workers_push_back_to_the_detector() -> None:
+    import zmq
+
+    async def go() -> None:
+        async with pipeline(
+            [("cam", "STINS")],
+            "tests.runtime.payloads:SlowWorker",
+            R,
+            workers=(("generic",),),
+            window=4,
+            upstream_hwm=20,
+            source_hwm=20,
+        ) as p:
+            total = 3000
+            msgs, _ = stins_scan(total)
+            await p.scheduler.arm({"cam": [[{"constraint": 0}]] * total})
+            await p.send("cam", msgs[:1])
+            await p.scheduler.wait_until(completed=1, timeout=10)
+            detector = zmq.Socket.shadow(p.sources["cam"].underlying)
+            sent = 1
+            while sent < len(msgs):
+                try:
+                    detector.send_multipart(msgs[sent], zmq.NOBLOCK)
+                except zmq.Again:
+                    break  # the detector cannot send more: the pipeline pushed back
+                sent += 1
+            scan = p.scheduler.scan
+            assert scan is not None
+            # Queues are bounded: the detector stalled long before the end of the scan, and the
+            # ingester read only what the assignments asked for (window + processed).
+            assert sent < 200, sent
+            assert p.ingesters[0].frames_total <= scan.completed + 4 + 1
+            await p.scheduler.stop()
+            assert (await p.scheduler.wait(20)) is not None
+
+    run(go())
