@@ -168,3 +168,10 @@ class SlowWorker:
 
         time.sleep(0.005)
         return None
+
+
+class TickWorker(FrameSumWorker):
+    """Asks for a tick on every event it can get one (the scheduler grants one per interval)."""
+
+    def get_tick_interval(self, parameters: Any = None) -> float:
+        return 1e-6

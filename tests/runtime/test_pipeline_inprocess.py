@@ -232,3 +232,55 @@ def test_slow_workers_push_back_to_the_detector() -> None:
             assert (await p.scheduler.wait(20)) is not None
 
     run(go())
+
+
+def test_malformed_upstream_messages_are_counted_and_the_scan_completes() -> None:
+    async def go() -> None:
+        async with pipeline([("cam", "STINS")], W, R) as p:
+            msgs, sums = stins_scan(4)
+            await p.scheduler.arm({"cam": [[{"constraint": i % 2}] for i in range(4)]})
+            bad = [
+                [b"not json at all"],
+                [b'{"htype": "image", "frame": 9, "shape": [8, 8], "type": "uint16"}'],  # 1 part
+                [
+                    b'{"htype": "image", "frame": 9, "shape": [8, 8], "type": "uint16",'
+                    b' "compression": "none"}',
+                    b"\x00" * 7,
+                ],  # truncated buffer
+                [
+                    b'{"htype": "image", "frame": 9, "shape": [8, 8], "type": "nonsense",'
+                    b' "compression": "none"}',
+                    b"\x00" * 128,
+                ],  # unknown dtype
+            ]
+            await p.send("cam", [msgs[0], *bad, *msgs[1:]])
+            scan = await p.scheduler.wait(20)
+            assert scan is not None and scan.state == "finished"
+            with p.reducer.publish() as tree:
+                assert sorted(r["cam"] for r in tree["results"] if "frame" in r) == sorted(sums)
+            dropped = p.scheduler.summary()["ledger"]["cam"]["dropped"]
+            assert sum(dropped.values()) == 4, dropped
+
+    run(go())
+
+
+def test_exactly_one_worker_gets_each_tick() -> None:
+    async def go() -> None:
+        async with pipeline([("cam", "STINS")], "tests.runtime.payloads:TickWorker", R) as p:
+            msgs, _ = stins_scan(6)
+            await p.scheduler.arm({"cam": [[{"constraint": i % 2}] for i in range(6)]})
+            await p.send("cam", msgs)
+            scan = await p.scheduler.wait(20)
+            assert scan is not None and scan.state == "finished"
+            with p.reducer.publish() as tree:
+                results = tree["results"]
+            per_event: dict[int, list[bool]] = {}
+            for r in results:
+                per_event.setdefault(r["event"], []).append(r["tick"])
+            # At most one event per interval ticks, on one worker only, even when the event
+            # (start, end) goes to both workers.
+            assert len(per_event[0]) == len(per_event[7]) == 2
+            assert all(sum(ticks) <= 1 for ticks in per_event.values()), per_event
+            assert sum(per_event[0]) == 1
+
+    run(go())

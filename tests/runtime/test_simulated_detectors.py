@@ -7,6 +7,7 @@ point into real ingester, worker and reducer processes.
 
 from __future__ import annotations
 
+import json
 import socket
 from pathlib import Path
 
@@ -93,7 +94,23 @@ def test_camera_panda_and_sardana_simulators_through_the_pipeline(tmp_path: Path
         client = ControlClient(client_address)
         client.wait_for({"ingester": 1, "worker": 2, "reducer": 1}, 90)
         cells = [[{"constraint": i % 2}] for i in range(POINTS)]
-        client.arm({"cam": cells, "pcap_rot": cells, "sardana": cells}, scan_id="sim")
+        map_file = tmp_path / "map.json"
+        map_file.write_text(json.dumps({"cam": cells, "pcap_rot": cells, "sardana": cells}))
+        scan = Proc(
+            "scan",
+            "--client",
+            client_address,
+            "--map",
+            str(map_file),
+            "--scan-id",
+            "sim",
+            "--wait",
+            "--timeout",
+            "60",
+            name="scan",
+        )
+        procs.append(scan)
+        assert scan.expect("armed") == "scan sim"
         # The recorder posts once the scan is armed (the ingester listens only then).
         recorder = Proc(
             "simulate",
@@ -107,7 +124,8 @@ def test_camera_panda_and_sardana_simulators_through_the_pipeline(tmp_path: Path
             name="recorder",
         )
         procs.append(recorder)
-        status = client.wait(60)["scan"]
+        assert scan.popen.wait(60) == 0, "".join(scan.stderr)
+        status = client.request("status")["scan"]
         assert status["state"] == "finished", status
         assert recorder.popen.wait(30) == 0
         with h5py.File(tmp_path / "sim_processed.h5") as f:
