@@ -216,7 +216,8 @@ def run_scan(
     done_q.get(timeout=60)
     with h5py.File(out / f"{scan_id}_processed.h5") as f:
         lat = f["latency"][()]
-    return {"status": status, "latency": lat}
+        to_worker = f["to_worker"][()]
+    return {"status": status, "latency": lat, "to_worker": to_worker}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -254,6 +255,13 @@ def main(argv: list[str] | None = None) -> int:
                     client, cmd_q, done_q, out, paced_n, size, paced_rate, f"paced{size}"
                 )
                 lat = paced["latency"] * 1e3
+                tw = paced["to_worker"] * 1e3
+                print(
+                    f"{label}: source->worker p50 {np.percentile(tw, 50):.2f} p99 "
+                    f"{np.percentile(tw, 99):.2f} ms; total p50 {np.percentile(lat, 50):.2f} "
+                    f"p99 {np.percentile(lat, 99):.2f} ms",
+                    file=sys.stderr,
+                )
                 raw = raw_zmq(max(n, 200), size)
                 rows.append(
                     (

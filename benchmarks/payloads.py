@@ -37,9 +37,12 @@ class FrameSumWorker:
         data = event.streams["cam"]
         if data.length != 2:
             return None
+        import time
+
+        started = time.time()
         head = self._json.loads(bytes(data.frames[0].buffer))
         image = self._np.frombuffer(data.frames[1].buffer, dtype=head["type"])
-        return (head["t_send"], int(image.sum()))
+        return (head["t_send"], int(image.sum()), started)
 
 
 class LatencyReducer:
@@ -50,13 +53,20 @@ class LatencyReducer:
 
         self._np = np
         self.latencies: list[float] = []
+        self.to_worker: list[float] = []
         self.publish: dict[str, Any] = {"results": 0}
 
     def process_result(self, result: Any, parameters: Any = None) -> None:
         import time
 
-        self.latencies.append(time.time() - result.payload[0])
+        now = time.time()
+        self.latencies.append(now - result.payload[0])
+        self.to_worker.append(result.payload[2] - result.payload[0])
 
     def finish(self, parameters: Any = None) -> None:
         lat = self._np.array(self.latencies or [0.0])
-        self.publish = {"results": len(self.latencies), "latency": lat}
+        self.publish = {
+            "results": len(self.latencies),
+            "latency": lat,
+            "to_worker": self._np.array(self.to_worker or [0.0]),
+        }

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import os
 import re
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,7 +88,7 @@ class _Stream:
 
 BATCH_EVENTS = 64  # events of one worker sent in one message at most
 BATCH_BYTES = 1 << 20  # ... or this many bytes of frames
-LEDGER_INTERVAL = 0.25  # seconds between ledger updates to the scheduler
+REPORT_DELAY = 0.003  # progress reports wait this long to cover several events
 
 
 @dataclass
@@ -111,7 +110,7 @@ class _Scan:
     task: asyncio.Task[None] | None = None
     recorder: DumpWriter | None = None
     outbox: dict[str, _Outbox] = field(default_factory=dict)
-    last_ledger: float = 0.0
+    report_pending: bool = False
 
 
 class IngesterService(Service):
@@ -273,12 +272,21 @@ class IngesterService(Service):
                 head = transport.pack_data_header(scan.number, box.table)
                 await self.push[worker][1].send_multipart([head, *box.frames])
 
-    async def _report(self, scan: _Scan, final: bool = False) -> None:
-        now = time.monotonic()
-        ledger: dict[str, dict[str, Any]] = {}
-        if final or now - scan.last_ledger >= LEDGER_INTERVAL:
-            ledger = {n: self.streams[n].ledger() for n in scan.streams}
-            scan.last_ledger = now
+    def _report_soon(self, scan: _Scan) -> None:
+        """Report progress a little later, once for everything handled meanwhile."""
+        if scan.report_pending:
+            return
+        scan.report_pending = True
+
+        def fire() -> None:
+            scan.report_pending = False
+            if self.scan is scan:
+                self.spawn(self._report(scan), "report")
+
+        asyncio.get_running_loop().call_later(REPORT_DELAY, fire)
+
+    async def _report(self, scan: _Scan) -> None:
+        ledger = {n: self.streams[n].ledger() for n in scan.streams}
         await self.send(Ingested.model_construct(scan=scan.number, upto=scan.upto, ledger=ledger))
         self.changed()
 
@@ -286,7 +294,7 @@ class IngesterService(Service):
         while True:
             if scan.queue.empty():
                 await self._flush(scan)
-                await self._report(scan, final=True)
+                self._report_soon(scan)
             batch = await scan.queue.get()
             for event, routes in batch:
                 recorded: dict[str, StreamData] = {}
@@ -323,4 +331,4 @@ class IngesterService(Service):
                 scan.upto = event
             if scan.queue.empty():
                 await self._flush(scan)
-                await self._report(scan)
+                self._report_soon(scan)

@@ -50,6 +50,10 @@ class _Scan:
     stopped: bool = False
 
 
+DONE_DELAY = 0.002  # seconds an acknowledgement may wait for company
+DONE_BATCH = 16  # ... unless this many events are done already
+
+
 @dataclass
 class _Outbox:
     table: transport.ResultTable = field(default_factory=list)
@@ -296,8 +300,14 @@ class WorkerService(Service):
             self._done.append((event.event_number, has_result))
             schedule = not self._flush_pending
             self._flush_pending = True
-        if schedule:
+            now = len(self._done) >= DONE_BATCH
+        if now:
             self._call_soon(self._flush_done, scan.number)
+        elif schedule:
+            # Acknowledge a little later, with whatever else finishes meanwhile: one message
+            # (and one scheduler round) per event would compete with the data for the CPUs.
+            assert self._loop is not None
+            self._call_soon(self._loop.call_later, DONE_DELAY, self._flush_done, scan.number)
 
     def _finish(self, scan: _Scan) -> None:
         error = None
