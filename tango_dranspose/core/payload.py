@@ -119,8 +119,8 @@ def construct(cls: type, **offered: Any) -> Any:
         ) from exc
 
 
-class WorkerPayload:
-    """One scan's worker instance, with dranspose's calling conventions."""
+class _Payload:
+    """A payload instance for one scan, constructed with dranspose's keywords."""
 
     def __init__(
         self,
@@ -131,6 +131,25 @@ class WorkerPayload:
         state: Any = None,
     ) -> None:
         self.instance = construct(cls, parameters=parameters, context=context, state=state)
+
+    def finish(self, parameters: dict[str, WorkParameter]) -> None:
+        fn = getattr(self.instance, "finish", None)
+        if fn is not None:
+            fn(parameters)
+
+
+class WorkerPayload(_Payload):
+    """One scan's worker instance, with dranspose's calling conventions."""
+
+    def __init__(
+        self,
+        cls: type,
+        *,
+        parameters: dict[str, WorkParameter],
+        context: dict[str, Any],
+        state: Any = None,
+    ) -> None:
+        super().__init__(cls, parameters=parameters, context=context, state=state)
         fn = self.instance.process_event
         # dranspose calls process_event(event, parameters, tick) positionally; tolerate
         # payloads that only take (event) or (event, parameters).
@@ -153,13 +172,8 @@ class WorkerPayload:
         value = fn(parameters)
         return float(value) if value is not None else None
 
-    def finish(self, parameters: dict[str, WorkParameter]) -> None:
-        fn = getattr(self.instance, "finish", None)
-        if fn is not None:
-            fn(parameters)
 
-
-class ReducerPayload:
+class ReducerPayload(_Payload):
     """One scan's reducer instance."""
 
     def __init__(
@@ -170,7 +184,7 @@ class ReducerPayload:
         context: dict[str, Any],
         state: Any = None,
     ) -> None:
-        self.instance = construct(cls, parameters=parameters, context=context, state=state)
+        super().__init__(cls, parameters=parameters, context=context, state=state)
         self._process = self.instance.process_result
         self.has_timer = callable(getattr(self.instance, "timer", None))
 
@@ -184,11 +198,6 @@ class ReducerPayload:
             return max(float(value), 0.001) if value is not None else 1.0
         except (TypeError, ValueError):
             return 1.0
-
-    def finish(self, parameters: dict[str, WorkParameter]) -> None:
-        fn = getattr(self.instance, "finish", None)
-        if fn is not None:
-            fn(parameters)
 
     @property
     def publish(self) -> Any:

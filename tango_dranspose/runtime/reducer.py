@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import queue
-import threading
 import time
 import traceback
 from collections.abc import Iterator
@@ -18,12 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import zmq
-
 from tango_dranspose.core.events import ResultData
 from tango_dranspose.core.h5tree import write_file
 from tango_dranspose.core.parameters import ParameterSet
-from tango_dranspose.core.payload import ReducerPayload, close_payload, describe_class, load_class
+from tango_dranspose.core.payload import ReducerPayload, close_payload
 from tango_dranspose.core.resultcodec import (
     ClassAllowList,
     ResultDecodeError,
@@ -42,7 +39,7 @@ from tango_dranspose.runtime.messages import (
     Reduced,
     decode_parameters,
 )
-from tango_dranspose.runtime.service import Service
+from tango_dranspose.runtime.service import PayloadService
 
 REPORT_INTERVAL = 0.05
 
@@ -61,7 +58,7 @@ class _Scan:
     finished: bool = False
 
 
-class ReducerService(Service):
+class ReducerService(PayloadService):
     kind = "reducer"
 
     def __init__(
@@ -74,14 +71,10 @@ class ReducerService(Service):
         search: list[str] | None = None,
         output_dir: str | None = None,
     ) -> None:
-        super().__init__(name, scheduler)
-        self.reducer_class = reducer_class
-        self.cls = load_class(reducer_class, search or [])
-        self.descriptions = describe_class(self.cls)
-        self.bind_address = bind
+        super().__init__(
+            name, scheduler, reducer_class, bind=bind, search=search, queue_size=10_000
+        )
         self.output_dir = Path(output_dir) if output_dir else None
-        self.address = ""
-        self.context: dict[str, Any] = {}
         self.scan: _Scan | None = None
         self.results = 0
         self.errors = 0
@@ -89,37 +82,10 @@ class ReducerService(Service):
         self.stale = 0
         self.last_error: str | None = None
         self.last_output: str | None = None
-        self._work: queue.Queue[Any] = queue.Queue(maxsize=10_000)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
         self._last_report = 0.0
 
     def hello(self) -> Hello:
-        import os
-
-        return Hello(
-            kind="reducer",
-            name=self.name,
-            address=self.address,
-            parameters=[d.model_dump(mode="json") for d in self.descriptions.values()],
-            pid=os.getpid(),
-        )
-
-    async def setup(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self.data = transport.socket(zmq.PULL)
-        self.address = transport.bind(self.data, self.bind_address)
-        self._thread = threading.Thread(
-            target=self._reduce_loop, name=f"reducer-{self.name}", daemon=True
-        )
-        self._thread.start()
-        self.spawn(self._data_loop(), "data")
-
-    async def teardown(self) -> None:
-        self._work.put(None)
-        if self._thread is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 5)
-        self.data.close(0)
+        return Hello(kind="reducer", **self.hello_fields())
 
     def counters(self) -> dict[str, Any]:
         return {
@@ -160,7 +126,7 @@ class ReducerService(Service):
                 output = Path(target)
             # Results may carry dataclasses and models of the payload packages, and our own
             # message models and event containers; nothing else is ever instantiated.
-            specs = [self.reducer_class, *msg.metadata.get("worker_payloads", [])]
+            specs = [self.payload_spec, *msg.metadata.get("worker_payloads", [])]
             packages = {spec.split(":")[0].split(".")[0] for spec in specs if isinstance(spec, str)}
             allow = ClassAllowList(
                 prefixes=(
@@ -218,7 +184,7 @@ class ReducerService(Service):
 
     # -- reducing thread -----------------------------------------------------------------
 
-    def _reduce_loop(self) -> None:
+    def _thread_main(self) -> None:
         next_timer = time.monotonic() + 1.0
         while True:
             timeout = max(0.0, next_timer - time.monotonic())
@@ -231,9 +197,7 @@ class ReducerService(Service):
             scan = self.scan
             what = item[0]
             if what == "arm":
-                item[2].get_loop().call_soon_threadsafe(
-                    item[2].set_result, self._construct(item[1])
-                )
+                self.call_soon(item[2].set_result, self._construct(item[1]))
                 next_timer = time.monotonic()
                 continue
             if what == "timer":
@@ -271,7 +235,7 @@ class ReducerService(Service):
                 self.cls, parameters=scan.params, context=self.context, state=None
             )
         except Exception as exc:
-            return f"{self.reducer_class}: {exc}"
+            return f"{self.payload_spec}: {exc}"
         return None
 
     def _run(self, what: str, scan: _Scan, fn: Any, default: Any = None) -> Any:
@@ -335,8 +299,7 @@ class ReducerService(Service):
             "output": written,
             "reason": scan.finishing,
         }
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(
+        self.call_soon(
             self.send_nowait, Finished(scan=scan.number, kind="reducer", summary=summary)
         )
 
@@ -347,12 +310,11 @@ class ReducerService(Service):
         if not force and now - self._last_report < REPORT_INTERVAL:
             return
         self._last_report = now
-        assert self._loop is not None
         msg = Reduced(
             scan=scan.number, results=scan.results, errors=self.errors, last_error=self.last_error
         )
-        self._loop.call_soon_threadsafe(self.send_nowait, msg)
-        self._loop.call_soon_threadsafe(self.changed)
+        self.call_soon(self.send_nowait, msg)
+        self.call_soon(self.changed)
 
     def shutdown_payload(self) -> None:
         if self.scan is not None and self.scan.payload is not None:

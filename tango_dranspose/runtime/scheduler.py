@@ -16,7 +16,6 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import zmq
@@ -43,72 +42,15 @@ from tango_dranspose.runtime.messages import (
     encode_parameters,
     load_to_scheduler,
 )
-from tango_dranspose.runtime.stats import Rate
+from tango_dranspose.runtime.scanstate import Component, ScanState, scan_summary
 
 log = logging.getLogger("tango_dranspose.scheduler")
 
 ARM_TIMEOUT = 15.0
-DEAD_AFTER = 4.0
 
 
 class ArmError(ValueError):
     """The scan cannot be armed; the text says why."""
-
-
-@dataclass
-class Component:
-    kind: str
-    name: str
-    address: str | None = None
-    streams: list[str] = field(default_factory=list)
-    tags: list[str] = field(default_factory=list)
-    parameters: list[dict[str, Any]] = field(default_factory=list)
-    payload: str | None = None
-    pid: int = 0
-    last_seen: float = field(default_factory=time.monotonic)
-    counters: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def alive(self) -> bool:
-        return time.monotonic() - self.last_seen < DEAD_AFTER
-
-
-@dataclass
-class ScanState:
-    number: int
-    scan_id: str
-    tmap: TriggerMap
-    metadata: dict[str, Any]
-    parameters_hash: str
-    ingesters: dict[str, list[str]]  # ingester -> its streams in the map
-    workers: list[str]
-    reducer: str
-    window: int
-    state: str = "arming"  # arming | running | finishing | finished | stopped | aborted | failed
-    assigner: Assigner | None = None
-    armed: set[str] = field(default_factory=set)
-    arm_errors: dict[str, str] = field(default_factory=dict)
-    armed_event: asyncio.Event = field(default_factory=asyncio.Event)
-    pending: dict[int, int] = field(default_factory=dict)  # event -> workers still processing
-    assigned: int = 0
-    completed: int = 0
-    last_event_of: dict[str, int] = field(default_factory=dict)  # ingester -> last event assigned
-    ingested: dict[str, int] = field(default_factory=dict)
-    ledgers: dict[str, dict[str, Any]] = field(default_factory=dict)  # stream -> counts
-    results_expected: int = 0
-    results_reduced: int = 0
-    worker_errors: int = 0
-    reducer_errors: int = 0
-    last_error: str | None = None
-    finished_by: set[str] = field(default_factory=set)
-    done_event: asyncio.Event = field(default_factory=asyncio.Event)
-    reducer_summary: dict[str, Any] = field(default_factory=dict)
-    tick_interval: float | None = None
-    next_tick: float = 0.0
-    started: float = field(default_factory=time.monotonic)
-    ended: float | None = None
-    rate: Rate = field(default_factory=Rate)
-    end_reason: str | None = None
 
 
 class Scheduler:
@@ -235,7 +177,6 @@ class Scheduler:
             if msg.last_error:
                 scan.last_error = msg.last_error
         elif isinstance(msg, Finished):
-            scan.finished_by.add(name)
             if msg.kind == "reducer":
                 scan.reducer_summary = msg.summary
                 scan.results_reduced = msg.summary.get("results", scan.results_reduced)
@@ -504,33 +445,5 @@ class Scheduler:
         ]
 
     def summary(self) -> dict[str, Any]:
-        scan = self.scan
-        if scan is None:
-            return {"state": "idle"}
-        total = len(scan.tmap)
-        end = scan.ended or time.monotonic()
-        return {
-            "scan_id": scan.scan_id,
-            "state": scan.state,
-            "total_events": total,
-            "assigned_events": scan.assigned,
-            "completed_events": scan.completed,
-            "progress": 100.0 * scan.completed / total if total else 100.0,
-            "event_rate": scan.rate.value()
-            if scan.state == "running"
-            else (scan.completed / (end - scan.started) if end > scan.started else 0.0),
-            "results_expected": scan.results_expected,
-            "results_reduced": scan.results_reduced,
-            "in_flight": len(scan.pending),
-            "worker_errors": sum(
-                int(self.components[w].counters.get("errors", 0) or 0)
-                for w in scan.workers
-                if w in self.components
-            ),
-            "reducer_errors": scan.reducer_errors,
-            "last_error": scan.last_error,
-            "ledger": scan.ledgers,
-            "reducer": scan.reducer_summary,
-            "dead": self.dead_components(),
-            "elapsed": end - scan.started,
-        }
+        """The current (or last) scan's state, counters and ledger."""
+        return scan_summary(self.scan, self.components, self.dead_components())

@@ -10,12 +10,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import queue
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import zmq
 
+from tango_dranspose.core.payload import describe_class, load_class
 from tango_dranspose.runtime import transport
 from tango_dranspose.runtime.messages import (
     Hello,
@@ -144,3 +148,68 @@ class Service(ABC):
                 self.on_change()
             except Exception:
                 self.log.exception("change callback failed")
+
+
+class PayloadService(Service):
+    """A service running a user payload on its own thread, fed through a bound PULL socket.
+
+    The event loop only moves bytes; the thread (``_thread_main``) calls the payload, so a
+    slow analysis never stalls control messages.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        scheduler: str,
+        payload: str,
+        *,
+        bind: str = "tcp://127.0.0.1:0",
+        search: list[str] | None = None,
+        queue_size: int = 0,
+    ) -> None:
+        super().__init__(name, scheduler)
+        self.payload_spec = payload
+        self.cls = load_class(payload, search or [])
+        self.descriptions = describe_class(self.cls)
+        self.bind_address = bind
+        self.address = ""
+        self.context: dict[str, Any] = {}  # survives across scans, as dranspose promises
+        self._work: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def hello_fields(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "address": self.address,
+            "parameters": [d.model_dump(mode="json") for d in self.descriptions.values()],
+            "payload": self.payload_spec,
+            "pid": os.getpid(),
+        }
+
+    async def setup(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.data = transport.socket(zmq.PULL)
+        self.address = transport.bind(self.data, self.bind_address)
+        self._thread = threading.Thread(
+            target=self._thread_main, name=f"{self.kind}-{self.name}", daemon=True
+        )
+        self._thread.start()
+        self.spawn(self._data_loop(), "data")
+
+    async def teardown(self) -> None:
+        self._work.put(None)
+        if self._thread is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 5)
+        self.data.close(0)
+
+    def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn`` on the event loop (from the payload thread)."""
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(fn, *args)
+
+    @abstractmethod
+    def _thread_main(self) -> None: ...
+
+    @abstractmethod
+    async def _data_loop(self) -> None: ...

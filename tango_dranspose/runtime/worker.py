@@ -8,7 +8,6 @@ sends it to the reducer on its own socket. Acknowledgements go back to the sched
 from __future__ import annotations
 
 import asyncio
-import queue
 import threading
 import time
 import traceback
@@ -20,7 +19,7 @@ import zmq
 
 from tango_dranspose.core.events import EventData, StreamData
 from tango_dranspose.core.parameters import ParameterSet
-from tango_dranspose.core.payload import PayloadError, WorkerPayload, describe_class, load_class
+from tango_dranspose.core.payload import PayloadError, WorkerPayload
 from tango_dranspose.core.resultcodec import encode as encode_result
 from tango_dranspose.runtime import transport
 from tango_dranspose.runtime.messages import (
@@ -34,7 +33,7 @@ from tango_dranspose.runtime.messages import (
     Message,
     decode_parameters,
 )
-from tango_dranspose.runtime.service import Service
+from tango_dranspose.runtime.service import PayloadService
 from tango_dranspose.runtime.stats import Percentiles
 
 
@@ -61,7 +60,7 @@ class _Outbox:
     nbytes: int = 0
 
 
-class WorkerService(Service):
+class WorkerService(PayloadService):
     kind = "worker"
 
     def __init__(
@@ -74,59 +73,23 @@ class WorkerService(Service):
         bind: str = "tcp://127.0.0.1:0",
         search: list[str] | None = None,
     ) -> None:
-        super().__init__(name, scheduler)
-        self.worker_class = worker_class
-        self.cls = load_class(worker_class, search or [])
-        self.descriptions = describe_class(self.cls)
+        super().__init__(name, scheduler, worker_class, bind=bind, search=search)
         self.tags = tags or ["generic"]
-        self.bind_address = bind
-        self.address = ""
-        self.context: dict[str, Any] = {}  # survives across scans, as dranspose promises
         self.scan: _Scan | None = None
         self.processed = 0
         self.errors = 0
         self.last_error: str | None = None
         self.stale = 0
         self.times = Percentiles()
-        self._busy_since: float | None = None
         self._busy_total = 0.0
         self._started = time.monotonic()
-        self._work: queue.Queue[Any] = queue.Queue()
-        self._outbox = _Outbox()  # results held while more events wait (processing thread only)
         self._done: list[tuple[int, bool]] = []
         self._done_lock = threading.Lock()
         self._flush_pending = False
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._outbox = _Outbox()  # results held while more events wait (payload thread only)
 
     def hello(self) -> Hello:
-        import os
-
-        return Hello(
-            kind="worker",
-            name=self.name,
-            address=self.address,
-            tags=self.tags,
-            parameters=[d.model_dump(mode="json") for d in self.descriptions.values()],
-            payload=self.worker_class,
-            pid=os.getpid(),
-        )
-
-    async def setup(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self.data = transport.socket(zmq.PULL)
-        self.address = transport.bind(self.data, self.bind_address)
-        self._thread = threading.Thread(
-            target=self._process_loop, name=f"worker-{self.name}", daemon=True
-        )
-        self._thread.start()
-        self.spawn(self._data_loop(), "data")
-
-    async def teardown(self) -> None:
-        self._work.put(None)
-        if self._thread is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 5)
-        self.data.close(0)
+        return Hello(kind="worker", tags=self.tags, **self.hello_fields())
 
     def counters(self) -> dict[str, Any]:
         elapsed = time.monotonic() - self._started
@@ -224,7 +187,7 @@ class WorkerService(Service):
 
     # -- processing thread -----------------------------------------------------------------
 
-    def _process_loop(self) -> None:
+    def _thread_main(self) -> None:
         sock: zmq.Socket[Any] = zmq.Context.instance().socket(zmq.PUSH)
         sock.setsockopt(zmq.LINGER, 1000)
         sock.setsockopt(zmq.SNDHWM, transport.DEFAULT_HWM)
@@ -241,7 +204,7 @@ class WorkerService(Service):
                         sock.disconnect(connected)
                     sock.connect(scan.reducer)
                     connected = scan.reducer
-                self._call_soon(item[2].set_result, result)
+                self.call_soon(item[2].set_result, result)
             elif what == "event":
                 if scan.stopped:
                     continue
@@ -261,7 +224,7 @@ class WorkerService(Service):
             )
             return True, None, scan.payload.tick_interval(scan.params)
         except (PayloadError, Exception) as exc:
-            return False, f"{self.worker_class}: {exc}", None
+            return False, f"{self.payload_spec}: {exc}", None
 
     def _send_results(self, sock: zmq.Socket[Any], scan: _Scan) -> None:
         box = self._outbox
@@ -302,12 +265,12 @@ class WorkerService(Service):
             self._flush_pending = True
             now = len(self._done) >= DONE_BATCH
         if now:
-            self._call_soon(self._flush_done, scan.number)
+            self.call_soon(self._flush_done, scan.number)
         elif schedule:
             # Acknowledge a little later, with whatever else finishes meanwhile: one message
             # (and one scheduler round) per event would compete with the data for the CPUs.
             assert self._loop is not None
-            self._call_soon(self._loop.call_later, DONE_DELAY, self._flush_done, scan.number)
+            self.call_soon(self._loop.call_later, DONE_DELAY, self._flush_done, scan.number)
 
     def _finish(self, scan: _Scan) -> None:
         error = None
@@ -318,15 +281,9 @@ class WorkerService(Service):
                 self.errors += 1
                 error = f"finish: {type(exc).__name__}: {exc}"
                 self.log.exception("finish failed")
-        self._call_soon(self._flush_done, scan.number)
+        self.call_soon(self._flush_done, scan.number)
         summary = {"processed": self.processed, "errors": self.errors, "finish_error": error}
-        self._call_soon(
-            self.send_nowait, Finished(scan=scan.number, kind="worker", summary=summary)
-        )
-
-    def _call_soon(self, fn: Any, *args: Any) -> None:
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(fn, *args)
+        self.call_soon(self.send_nowait, Finished(scan=scan.number, kind="worker", summary=summary))
 
     def _flush_done(self, scan_no: int) -> None:
         with self._done_lock:
