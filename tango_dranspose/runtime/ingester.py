@@ -88,7 +88,7 @@ class _Stream:
 
 BATCH_EVENTS = 64  # events of one worker sent in one message at most
 BATCH_BYTES = 1 << 20  # ... or this many bytes of frames
-REPORT_DELAY = 0.003  # progress reports wait this long to cover several events
+REPORT_DELAY = 0.01  # progress reports wait this long to cover several events
 
 
 @dataclass

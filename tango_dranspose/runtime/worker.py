@@ -49,7 +49,7 @@ class _Scan:
     stopped: bool = False
 
 
-DONE_DELAY = 0.002  # seconds an acknowledgement may wait for company
+DONE_DELAY = 0.01  # seconds an acknowledgement may wait for company
 DONE_BATCH = 16  # ... unless this many events are done already
 
 
