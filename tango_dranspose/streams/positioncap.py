@@ -29,28 +29,47 @@ Value lines only make sense with the field list of their header, so parsing is s
 payloads keep a :class:`PositioncapParser` for the scan and call ``parser.parse(stream_data)``
 on every event, header first. The module-level :func:`parse` parses headers and ``END`` lines
 only and raises a :class:`ParseError` for value lines.
+
+The message models live in :mod:`~tango_dranspose.streams.positioncap_models` and the
+builders for simulators and tests in :mod:`~tango_dranspose.streams.positioncap_build`; both
+are re-exported here.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime, timezone
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
-
-from pydantic import TypeAdapter
 
 from tango_dranspose.core.events import StreamData, frame_buffer
 from tango_dranspose.streams.base import (
     Framed,
     Framer,
     Kind,
-    MessageModel,
     ParseError,
     Protocol,
     expect_frames,
     expect_typ,
     validate,
+)
+from tango_dranspose.streams.positioncap_build import (
+    TOMO_FIELDS,
+    build_arm,
+    build_end,
+    build_header,
+    build_values,
+    field,
+    rotation_rows,
+)
+from tango_dranspose.streams.positioncap_models import (
+    PositionCapEnd,
+    PositionCapField,
+    PositionCapPacket,
+    PositionCapPacketType,
+    PositionCapStart,
+    PositionCapValues,
+    converter,
 )
 
 TYP = "PCAP_RAW"
@@ -60,76 +79,6 @@ HANDSHAKE_REPLY = b"OK\n"
 # A real header is a few kB; anything far larger is not a PandA talking to us.
 MAX_LINE = 1 << 16
 MAX_HEADER_LINES = 1024
-
-
-class PositionCapField(MessageModel):
-    """One captured field: ``name`` is ``NAME.CAPTURE`` (``"PCAP.TS_TRIG.Value"``).
-
-    In a header, ``value`` is None; in parsed values it holds the row's number.
-    """
-
-    name: str
-    type: str
-    value: int | float | None = None
-    scale: float | None = None
-    offset: float | None = None
-    units: str | None = None
-
-    @property
-    def capture(self) -> str:
-        """The capture mode: ``Value``, ``Min``, ``Max``, ``Mean``, ``Diff``, ..."""
-        return self.name.rsplit(".", 1)[-1]
-
-    def parse(self, text: str) -> PositionCapField:
-        """A copy of this field holding ``text`` converted to the field's type."""
-        return self.model_copy(update={"value": _converter(self.type)(text)})
-
-
-class PositionCapStart(MessageModel):
-    """The header block; other ``key: value`` header lines are kept as string attributes."""
-
-    arm_time: datetime
-    start_time: datetime | None = None
-    missed: int | None = None
-    process: str | None = None
-    format: str | None = None
-    fields: list[PositionCapField] = []
-
-
-class PositionCapValues(MessageModel):
-    fields: dict[str, PositionCapField] = {}
-
-    @property
-    def values(self) -> dict[str, int | float | None]:
-        """The row as ``{"NAME.CAPTURE": number}``."""
-        return {name: field.value for name, field in self.fields.items()}
-
-    def __getitem__(self, name: str) -> int | float | None:
-        try:
-            return self.fields[name].value
-        except KeyError:
-            known = ", ".join(self.fields) or "none"
-            raise KeyError(f"no field {name!r} in this row; fields: {known}") from None
-
-
-class PositionCapEnd(MessageModel):
-    """``END <samples> <reason>``; the reason is ``Disarmed`` after a normal acquisition."""
-
-    samples: int | None = None
-    reason: str | None = None
-
-
-PositionCapPacketType = PositionCapStart | PositionCapValues | PositionCapEnd
-PositionCapPacket: TypeAdapter[PositionCapPacketType] = TypeAdapter(PositionCapPacketType)
-"""The union as a validator, as in dranspose; prefer :class:`PositioncapParser` on raw frames."""
-
-
-def _converter(kind: str) -> Callable[[str], int | float]:
-    if kind.startswith(("uint", "int")):
-        return int
-    if kind in ("double", "float"):
-        return float
-    raise ParseError(f"position capture field type {kind!r} is not one of uint32, int32, double")
 
 
 # --- text-level parsing ------------------------------------------------------------------------
@@ -168,7 +117,7 @@ def _parse_field_line(line: str) -> PositionCapField:
     if len(parts) < 3:
         raise ParseError(f"a field line needs 'NAME type CAPTURE', got {line!r}")
     name, kind, capture = parts[:3]
-    _converter(kind)
+    converter(kind)
     extras = dict(_ATTRIBUTE.findall(parts[3])) if len(parts) > 3 else {}
     described = {
         **extras,  # first, so that an attribute called name or type cannot replace those
@@ -347,7 +296,7 @@ class PositionCapFramer(Framer):
             return self.drop("after the end message", block)
         if not self.gate(Kind.START, block):
             return []
-        self._converters = [_converter(field.type) for field in start.fields]
+        self._converters = [converter(field.type) for field in start.fields]
         return [Framed(Kind.START, StreamData(TYP, [block]))]
 
     def _end_line(self, line: bytes) -> list[Framed]:
@@ -393,104 +342,37 @@ class PositionCapFramer(Framer):
         return head.startswith((b"arm_time:", HANDSHAKE_REPLY + b"arm_time:"))
 
 
-# --- builders, for simulators and tests -----------------------------------------------------
-
-
-def field(
-    name: str,
-    type: str = "double",
-    scale: float | None = 1.0,
-    offset: float | None = 0.0,
-    units: str | None = "",
-) -> PositionCapField:
-    """A header field description; ``name`` is ``NAME.CAPTURE``. ``uint32`` fields carry no
-    scale, offset or units."""
-    if type.startswith(("uint", "int")):
-        scale = offset = units = None
-    return PositionCapField(name=name, type=type, scale=scale, offset=offset, units=units)
-
-
-# The layout of the DanMAX tomography capture (rotation stage ``tom_ry`` on INENC2).
-TOMO_FIELDS: tuple[PositionCapField, ...] = (
-    field("PCAP.BITS0.Value", "uint32"),
-    field("INENC2.VAL.Min"),
-    field("INENC2.VAL.Max"),
-    field("PCAP.TS_TRIG.Value", scale=8e-09, units="s"),
-    field("INENC2.VAL.Mean"),
-    field("SFP3_SYNC_IN.POS1.Mean"),
-)
-
-
-def _number(value: float) -> str:
-    return f"{value:.15g}"
-
-
-def build_header(
-    fields: Iterable[PositionCapField] = TOMO_FIELDS,
-    arm_time: datetime | None = None,
-    missed: int = 0,
-    process: str = "Scaled",
-) -> bytes:
-    """A header block, as the PandA sends it on arm."""
-    when = (arm_time or datetime.now(timezone.utc)).astimezone(timezone.utc)
-    stamp = when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    lines = [
-        f"arm_time: {stamp}",
-        f"start_time: {stamp}",
-        f"missed: {missed}",
-        f"process: {process}",
-        "format: ASCII",
-        "fields:",
-    ]
-    for f in fields:
-        name, capture = f.name.rsplit(".", 1)
-        line = f" {name} {f.type} {capture}"
-        if f.scale is not None:
-            line += f" scale: {_number(f.scale)} offset: {_number(f.offset or 0.0)}"
-            line += f" units: {f.units or ''}"
-        lines.append(line)
-    return ("\n".join(lines) + "\n\n").encode("ascii")
-
-
-def build_values(values: Iterable[int | float]) -> bytes:
-    """One value line (leading space, space-separated, newline), as the PandA formats it."""
-    return (" " + " ".join(str(v) for v in values) + "\n").encode("ascii")
-
-
-def build_end(samples: int, reason: str = "Disarmed") -> bytes:
-    return f"END {samples} {reason}\n".encode("ascii")
-
-
-def rotation_rows(
-    count: int, start: float = 0.0, stop: float = 180.0, period: float = 0.133
-) -> list[tuple[int | float, ...]]:
-    """Rows for :data:`TOMO_FIELDS` of a stage rotating from ``start`` to ``stop`` degrees."""
-    span = max(count - 1, 1)
-    step = (stop - start) / span
-    rows: list[tuple[int | float, ...]] = []
-    for i in range(count):
-        angle = start + (stop - start) * i / span
-        trig = round(0.6 + period * i, 9)
-        rows.append((64806368, angle - step / 2, angle + step / 2, trig, angle, 1000.0 * i))
-    return rows
-
-
-def build_arm(
-    rows: Sequence[Sequence[int | float]],
-    fields: Iterable[PositionCapField] = TOMO_FIELDS,
-    arm_time: datetime | None = None,
-) -> bytes:
-    """Everything one arm sends: header, one line per row, ``END <n> Disarmed``."""
-    return (
-        build_header(fields, arm_time)
-        + b"".join(build_values(row) for row in rows)
-        + build_end(len(rows))
-    )
-
-
 PROTOCOL = Protocol(
     typ=TYP,
     framer=PositionCapFramer,
     parse=parse,
     description="PandABox position capture over TCP: ASCII header, one line per row, END",
 )
+
+__all__ = [
+    "HANDSHAKE_REPLY",
+    "HANDSHAKE_REQUEST",
+    "MAX_HEADER_LINES",
+    "MAX_LINE",
+    "PROTOCOL",
+    "TOMO_FIELDS",
+    "TYP",
+    "PositionCapEnd",
+    "PositionCapField",
+    "PositionCapFramer",
+    "PositionCapPacket",
+    "PositionCapPacketType",
+    "PositionCapStart",
+    "PositionCapValues",
+    "PositioncapParser",
+    "build_arm",
+    "build_end",
+    "build_header",
+    "build_values",
+    "field",
+    "parse",
+    "parse_end",
+    "parse_header",
+    "parse_values",
+    "rotation_rows",
+]

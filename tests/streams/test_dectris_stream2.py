@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tango_dranspose.core.events import StreamData
-from tango_dranspose.streams import codecs, dectris_stream2
+from tango_dranspose.streams import codecs, dectris_cbor, dectris_stream2
 from tango_dranspose.streams.base import Framed, Kind, ParseError
 from tango_dranspose.streams.dectris_stream2 import (
     DectrisEnd,
@@ -146,7 +146,7 @@ def test_decoder_on_a_hand_built_message() -> None:
 def test_tag_hook_accepts_both_cbor2_conventions() -> None:
     tag = cbor2.CBORTag(69, b"\x01\x00\x02\x00")
     for args in ((tag, True), (object(), tag)):  # cbor2 6.x, then 5.x
-        np.testing.assert_array_equal(dectris_stream2._tag_hook(*args), [1, 2])
+        np.testing.assert_array_equal(dectris_cbor._tag_hook(*args), [1, 2])
 
 
 def test_peek_reads_without_decoding() -> None:
