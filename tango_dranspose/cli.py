@@ -16,6 +16,8 @@ from tango_dranspose.core.parameters import ParameterError, load_parameter_file
 from tango_dranspose.core.payload import PayloadError
 from tango_dranspose.core.triggermap import TriggerMap, TriggerMapError
 from tango_dranspose.runtime.replay import ReplayConfig, ReplaySummary, run_replay
+from tango_dranspose.runtime.scheduler import ArmError
+from tango_dranspose.runtime.serve import ConfigError
 
 EXIT_OK, EXIT_PAYLOAD_ERRORS, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -259,7 +261,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.func(args)
         return code
-    except (UsageError, CaptureError, PayloadError, TriggerMapError, ParameterError) as exc:
+    except (
+        UsageError,
+        CaptureError,
+        PayloadError,
+        TriggerMapError,
+        ParameterError,
+        ConfigError,
+        ArmError,
+        TimeoutError,
+    ) as exc:
         print(f"tango-dranspose {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

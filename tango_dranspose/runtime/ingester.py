@@ -57,7 +57,10 @@ class StreamConfig:
             raise ValueError(
                 f"stream {text!r}: write it as NAME:PROTOCOL=URL, e.g. orca:STINS=pull+tcp://host:9999"
             )
-        get_protocol(match["protocol"])  # fail early on an unknown protocol
+        try:
+            get_protocol(match["protocol"])  # fail early on an unknown protocol
+        except KeyError as exc:
+            raise ValueError(f"stream {text!r}: {exc.args[0]}") from None
         return cls(match["name"], match["protocol"], match["url"])
 
 

@@ -62,9 +62,11 @@ async def _service(args: argparse.Namespace, stop: asyncio.Event) -> Callable[[]
 
     service: Any
     if args.kind == "ingester":
-        service = IngesterService(
-            args.name, args.scheduler, [StreamConfig.parse(s) for s in args.stream]
-        )
+        try:
+            streams = [StreamConfig.parse(s) for s in args.stream]
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        service = IngesterService(args.name, args.scheduler, streams)
     elif args.kind == "worker":
         tags = [t for t in args.tags.split(",") if t]
         service = WorkerService(
@@ -89,6 +91,10 @@ async def _service(args: argparse.Namespace, stop: asyncio.Event) -> Callable[[]
         _announce("data", service.address)
     _announce("ready", service.name)
     return service.close
+
+
+class ConfigError(ValueError):
+    """A service cannot start with the configuration it was given."""
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -172,7 +178,10 @@ def cmd_scan(args: argparse.Namespace) -> int:
     from tango_dranspose.runtime.control import ControlClient
 
     client = ControlClient(args.client)
-    tmap = json.loads(Path(args.map).read_text())
+    try:
+        tmap = json.loads(Path(args.map).read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read the trigger map {args.map}: {exc}") from None
     params = {}
     if args.parameters:
         params = {
