@@ -170,11 +170,3 @@ def encode_parameters(raw: dict[str, bytes]) -> dict[str, str]:
 
 def decode_parameters(raw: dict[str, str]) -> dict[str, bytes]:
     return {k: v.encode("latin-1") for k, v in raw.items()}
-
-
-class DataHeader(BaseModel):
-    """First frame of an ingester -> worker data message."""
-
-    scan: int
-    event: int
-    streams: list[tuple[str, str, int]] = Field(default_factory=list)  # (name, typ, frames)

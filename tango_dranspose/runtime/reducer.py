@@ -20,7 +20,7 @@ from typing import Any
 from tango_dranspose.core.events import ResultData
 from tango_dranspose.core.h5tree import write_file
 from tango_dranspose.core.parameters import ParameterSet
-from tango_dranspose.core.payload import ReducerPayload, close_payload
+from tango_dranspose.core.payload import ReducerPayload
 from tango_dranspose.core.resultcodec import (
     ClassAllowList,
     ResultDecodeError,
@@ -193,6 +193,7 @@ class ReducerService(PayloadService):
             except queue.Empty:
                 item = ("timer",)
             if item is None:
+                self.close_payload(self.scan.payload if self.scan else None)
                 break
             scan = self.scan
             what = item[0]
@@ -315,7 +316,3 @@ class ReducerService(PayloadService):
         )
         self.call_soon(self.send_nowait, msg)
         self.call_soon(self.changed)
-
-    def shutdown_payload(self) -> None:
-        if self.scan is not None and self.scan.payload is not None:
-            close_payload(self.scan.payload.instance, self.context)

@@ -19,7 +19,7 @@ from typing import Any
 
 import zmq
 
-from tango_dranspose.core.payload import describe_class, load_class
+from tango_dranspose.core.payload import close_payload, describe_class, load_class
 from tango_dranspose.runtime import transport
 from tango_dranspose.runtime.messages import (
     Hello,
@@ -202,6 +202,15 @@ class PayloadService(Service):
         if self._thread is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 5)
         self.data.close(0)
+
+    def close_payload(self, payload: Any) -> None:
+        """The process is shutting down: let the last payload instance release what it holds."""
+        if payload is None:
+            return
+        try:
+            close_payload(payload.instance, self.context)
+        except Exception:
+            self.log.exception("the payload's close() failed")
 
     def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn`` on the event loop (from the payload thread)."""

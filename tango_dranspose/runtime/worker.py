@@ -195,6 +195,7 @@ class WorkerService(PayloadService):
         while True:
             item = self._work.get()
             if item is None:
+                self.close_payload(self.scan.payload if self.scan else None)
                 break
             what, scan = item[0], item[1]
             if what == "arm":

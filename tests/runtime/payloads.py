@@ -175,3 +175,22 @@ class TickWorker(FrameSumWorker):
 
     def get_tick_interval(self, parameters: Any = None) -> float:
         return 1e-6
+
+
+CLOSED: list[str] = []
+
+
+class ClosingWorker(FrameSumWorker):
+    """Records that close(context) ran, with what the context held."""
+
+    def __init__(self, *args: Any, context: Any = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        context["opened"] = context.get("opened", 0) + 1
+
+    def close(self, context: Any) -> None:
+        CLOSED.append(f"worker opened={context['opened']}")
+
+
+class ClosingReducer(CollectReducer):
+    def close(self, context: Any) -> None:
+        CLOSED.append("reducer")

@@ -284,3 +284,27 @@ def test_exactly_one_worker_gets_each_tick() -> None:
             assert sum(per_event[0]) == 1
 
     run(go())
+
+
+def test_close_runs_at_shutdown_and_context_survives_scans() -> None:
+    from tests.runtime import payloads
+
+    async def go() -> None:
+        payloads.CLOSED.clear()
+        async with pipeline(
+            [("cam", "STINS")],
+            "tests.runtime.payloads:ClosingWorker",
+            "tests.runtime.payloads:ClosingReducer",
+            workers=(("generic",),),
+        ) as p:
+            for seed in (1, 2):
+                msgs, _ = stins_scan(2, seed=seed)
+                await p.scheduler.arm({"cam": [[{"constraint": 0}]] * 2})
+                await p.send("cam", msgs)
+                scan = await p.scheduler.wait(20)
+                assert scan is not None and scan.state == "finished"
+            assert payloads.CLOSED == []
+        # One instance per scan, one context per process: the second scan saw the first's.
+        assert sorted(payloads.CLOSED) == ["reducer", "worker opened=2"]
+
+    run(go())
