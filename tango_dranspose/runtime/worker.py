@@ -83,7 +83,7 @@ class WorkerService(PayloadService):
         self.times = Percentiles()
         self._busy_total = 0.0
         self._started = time.monotonic()
-        self._done: list[tuple[int, bool]] = []
+        self._done: list[tuple[int, int, bool]] = []  # (scan, event, produced a result)
         self._done_lock = threading.Lock()
         self._flush_pending = False
         self._outbox = _Outbox()  # results held while more events wait (payload thread only)
@@ -261,17 +261,17 @@ class WorkerService(PayloadService):
         self.times.add(took)
         self.processed += 1
         with self._done_lock:
-            self._done.append((event.event_number, has_result))
+            self._done.append((scan.number, event.event_number, has_result))
             schedule = not self._flush_pending
             self._flush_pending = True
             now = len(self._done) >= DONE_BATCH
         if now:
-            self.call_soon(self._flush_done, scan.number)
+            self.call_soon(self._flush_done)
         elif schedule:
             # Acknowledge a little later, with whatever else finishes meanwhile: one message
             # (and one scheduler round) per event would compete with the data for the CPUs.
             assert self._loop is not None
-            self.call_soon(self._loop.call_later, DONE_DELAY, self._flush_done, scan.number)
+            self.call_soon(self._loop.call_later, DONE_DELAY, self._flush_done)
 
     def _finish(self, scan: _Scan) -> None:
         error = None
@@ -282,18 +282,23 @@ class WorkerService(PayloadService):
                 self.errors += 1
                 error = f"finish: {type(exc).__name__}: {exc}"
                 self.log.exception("finish failed")
-        self.call_soon(self._flush_done, scan.number)
+        self.call_soon(self._flush_done)
         summary = {"processed": self.processed, "errors": self.errors, "finish_error": error}
         self.call_soon(self.send_nowait, Finished(scan=scan.number, kind="worker", summary=summary))
 
-    def _flush_done(self, scan_no: int) -> None:
+    def _flush_done(self) -> None:
         with self._done_lock:
             done, self._done = self._done, []
             self._flush_pending = False
-        if done:
+        # A flush timed during one scan may fire after the next began: group by scan.
+        per_scan: dict[int, list[tuple[int, bool]]] = {}
+        for scan_no, event, has_result in done:
+            per_scan.setdefault(scan_no, []).append((event, has_result))
+        for scan_no, events in per_scan.items():
             self.send_nowait(
                 Done.model_construct(
-                    scan=scan_no, events=done, errors=self.errors, last_error=self.last_error
+                    scan=scan_no, events=events, errors=self.errors, last_error=self.last_error
                 )
             )
+        if done:
             self.changed()

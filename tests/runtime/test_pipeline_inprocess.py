@@ -308,3 +308,23 @@ def test_close_runs_at_shutdown_and_context_survives_scans() -> None:
         assert sorted(payloads.CLOSED) == ["reducer", "worker opened=2"]
 
     run(go())
+
+
+def test_late_acknowledgements_keep_their_own_scan_number() -> None:
+    from tango_dranspose.runtime.messages import Done, Message
+    from tango_dranspose.runtime.worker import WorkerService
+
+    async def go() -> None:
+        worker = WorkerService("w", "tcp://127.0.0.1:9", W)
+        sent: list[Message] = []
+        worker.send_nowait = sent.append  # type: ignore[method-assign]
+        # A flush timed during scan 1 fires after scan 2's first events were done.
+        worker._done = [(1, 7, True), (2, 0, True), (2, 1, False)]
+        worker._flush_done()
+        assert [(m.scan, m.events) for m in sent if isinstance(m, Done)] == [
+            (1, [(7, True)]),
+            (2, [(0, True), (1, False)]),
+        ]
+        worker.control.close(0)
+
+    run(go())
