@@ -131,6 +131,10 @@ class _Payload:
         state: Any = None,
     ) -> None:
         self.instance = construct(cls, parameters=parameters, context=context, state=state)
+        self._bind()
+
+    def _bind(self) -> None:
+        """Look up the instance's methods once, not per call."""
 
     def finish(self, parameters: dict[str, WorkParameter]) -> None:
         fn = getattr(self.instance, "finish", None)
@@ -141,15 +145,7 @@ class _Payload:
 class WorkerPayload(_Payload):
     """One scan's worker instance, with dranspose's calling conventions."""
 
-    def __init__(
-        self,
-        cls: type,
-        *,
-        parameters: dict[str, WorkParameter],
-        context: dict[str, Any],
-        state: Any = None,
-    ) -> None:
-        super().__init__(cls, parameters=parameters, context=context, state=state)
+    def _bind(self) -> None:
         fn = self.instance.process_event
         # dranspose calls process_event(event, parameters, tick) positionally; tolerate
         # payloads that only take (event) or (event, parameters).
@@ -176,15 +172,7 @@ class WorkerPayload(_Payload):
 class ReducerPayload(_Payload):
     """One scan's reducer instance."""
 
-    def __init__(
-        self,
-        cls: type,
-        *,
-        parameters: dict[str, WorkParameter],
-        context: dict[str, Any],
-        state: Any = None,
-    ) -> None:
-        super().__init__(cls, parameters=parameters, context=context, state=state)
+    def _bind(self) -> None:
         self._process = self.instance.process_result
         self.has_timer = callable(getattr(self.instance, "timer", None))
 

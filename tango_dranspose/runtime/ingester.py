@@ -301,7 +301,7 @@ class IngesterService(Service):
             batch = await scan.queue.get()
             for event, routes in batch:
                 recorded: dict[str, StreamData] = {}
-                per_worker: dict[str, list[tuple[str, StreamData]]] = {}
+                per_worker: dict[str, list[tuple[str, StreamData, int]]] = {}
                 for stream, workers in routes.items():
                     st = self.streams[stream]
                     data = await self._next(st, scan)
@@ -318,15 +318,15 @@ class IngesterService(Service):
                         continue
                     st.delivered += 1
                     for worker in workers:
-                        per_worker.setdefault(worker, []).append((stream, data))
+                        per_worker.setdefault(worker, []).append((stream, data, size))
                 for worker, items in per_worker.items():
                     box = scan.outbox.get(worker)
                     if box is None:
                         box = scan.outbox[worker] = _Outbox()
-                    box.table.append((event, [(s, d.typ, d.length) for s, d in items]))
-                    for _, d in items:
+                    box.table.append((event, [(s, d.typ, d.length) for s, d, _ in items]))
+                    for _, d, size in items:
                         box.frames.extend(d.frames)
-                        box.nbytes += d.nbytes()
+                        box.nbytes += size
                     if len(box.table) >= BATCH_EVENTS or box.nbytes >= BATCH_BYTES:
                         await self._flush(scan, worker)
                 if scan.recorder is not None and recorded:

@@ -63,6 +63,7 @@ class Scheduler:
         self.scan: ScanState | None = None
         self.history: list[dict[str, Any]] = []
         self.protocol_errors = 0
+        self.internal_errors = 0  # messages or callbacks whose handling failed (each logged)
         self.on_change: Callable[[], None] | None = None
         self._serial = 0
         self._tasks: list[asyncio.Task[Any]] = []
@@ -131,6 +132,7 @@ class Scheduler:
         try:
             await self._handle(name, msg)
         except Exception:
+            self.internal_errors += 1
             log.exception("handling %s from %s failed", type(msg).__name__, name)
         self._changed()
 
@@ -435,6 +437,7 @@ class Scheduler:
             try:
                 self.on_change()
             except Exception:
+                self.internal_errors += 1
                 log.exception("change callback failed")
 
     def dead_components(self) -> list[str]:
@@ -446,4 +449,8 @@ class Scheduler:
 
     def summary(self) -> dict[str, Any]:
         """The current (or last) scan's state, counters and ledger."""
-        return scan_summary(self.scan, self.components, self.dead_components())
+        return {
+            **scan_summary(self.scan, self.components, self.dead_components()),
+            "protocol_errors": self.protocol_errors,
+            "internal_errors": self.internal_errors,
+        }

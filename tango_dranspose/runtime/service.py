@@ -46,6 +46,7 @@ class Service(ABC):
         self._stopping = asyncio.Event()
         self.ready = asyncio.Event()  # set once the data side is bound and hello sent
         self.protocol_errors = 0
+        self.internal_errors = 0  # control messages or callbacks that failed (each logged)
         self.on_change: Callable[[], None] | None = None  # devices push change events from it
 
     @abstractmethod
@@ -134,19 +135,26 @@ class Service(ABC):
             try:
                 await self.handle(msg)
             except Exception:
+                self.internal_errors += 1
                 self.log.exception("handling %s failed", type(msg).__name__)
             self.changed()
 
     async def _status_loop(self) -> None:
         while True:
             await asyncio.sleep(STATUS_INTERVAL)
-            await self.send(Status(counters=self.counters()))
+            counters = {
+                **self.counters(),
+                "protocol_errors": self.protocol_errors,
+                "internal_errors": self.internal_errors,
+            }
+            await self.send(Status(counters=counters))
 
     def changed(self) -> None:
         if self.on_change is not None:
             try:
                 self.on_change()
             except Exception:
+                self.internal_errors += 1
                 self.log.exception("change callback failed")
 
 
@@ -210,6 +218,7 @@ class PayloadService(Service):
         try:
             close_payload(payload.instance, self.context)
         except Exception:
+            self.internal_errors += 1
             self.log.exception("the payload's close() failed")
 
     def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:

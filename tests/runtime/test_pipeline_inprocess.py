@@ -328,3 +328,23 @@ def test_late_acknowledgements_keep_their_own_scan_number() -> None:
         worker.control.close(0)
 
     run(go())
+
+
+def test_a_failing_change_callback_is_counted_and_the_scan_completes() -> None:
+    async def go() -> None:
+        async with pipeline([("cam", "STINS")], W, R) as p:
+
+            def broken() -> None:
+                raise RuntimeError("attribute push failed")
+
+            p.scheduler.on_change = broken
+            msgs, sums = stins_scan(4)
+            await p.scheduler.arm({"cam": [[{"constraint": i % 2}] for i in range(4)]})
+            await p.send("cam", msgs)
+            scan = await p.scheduler.wait(20)
+            assert scan is not None and scan.state == "finished"
+            assert p.scheduler.summary()["internal_errors"] > 0
+            with p.reducer.publish() as tree:
+                assert sorted(r["cam"] for r in tree["results"] if "frame" in r) == sorted(sums)
+
+    run(go())
