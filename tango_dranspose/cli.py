@@ -218,17 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--print-result", action="store_true", help="print the publish tree")
     rp.set_defaults(func=cmd_replay)
 
-    dp = sub.add_parser(
-        "demo",
-        help="see it work: replay a synthetic diffraction scan through the ROI example",
-        description="Generate a synthetic STINS diffraction scan, replay it through the bundled "
-        "ROI example on two workers and print the reduced result.",
-    )
-    dp.add_argument(
-        "--frames", type=int, default=50, help="frames in the synthetic scan (default 50)"
-    )
-    dp.add_argument("--state-dir", metavar="DIR", help="keep the capture and result.h5 here")
-    dp.set_defaults(func=cmd_demo)
+    from tango_dranspose.deploy.commands import add_demo_parser, add_register_parser
+
+    add_demo_parser(sub, cmd_demo)
+    add_register_parser(sub)
 
     pp = sub.add_parser("protocols", help="list the upstream protocols and their typ tags")
     pp.set_defaults(func=cmd_protocols)

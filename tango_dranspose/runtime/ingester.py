@@ -119,8 +119,16 @@ class _Scan:
 class IngesterService(Service):
     kind = "ingester"
 
-    def __init__(self, name: str, scheduler: str, streams: list[StreamConfig]) -> None:
+    def __init__(
+        self,
+        name: str,
+        scheduler: str,
+        streams: list[StreamConfig],
+        *,
+        record_dir: str | None = None,
+    ) -> None:
         super().__init__(name, scheduler)
+        self.record_dir = record_dir  # record every scan here unless the scan names a place
         if not streams:
             raise ValueError("an ingester needs at least one stream")
         self.streams = {s.name: _Stream(s) for s in streams}
@@ -132,6 +140,10 @@ class IngesterService(Service):
 
     def hello(self) -> Hello:
         return Hello(kind="ingester", name=self.name, streams=list(self.streams), pid=os.getpid())
+
+    @property
+    def scan_active(self) -> bool:
+        return self.scan is not None
 
     def counters(self) -> dict[str, Any]:
         return {
@@ -196,13 +208,16 @@ class IngesterService(Service):
                 error = f"stream {name}: cannot open upstream {st.config.upstream}: {exc}"
                 break
         scan = _Scan(msg.scan, msg.scan_id, list(msg.streams))
-        if error is None and msg.record_dir:
+        record_dir = msg.record_dir or self.record_dir
+        if error is None and record_dir:
             try:
-                path = Path(msg.record_dir) / f"dump_{self.name}_{msg.scan_id}.cbors"
+                # Device names carry slashes; a file name must not.
+                safe = re.sub(r"[^A-Za-z0-9_.\-]", "-", self.name)
+                path = Path(record_dir) / f"dump_{safe}_{msg.scan_id}.cbors"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 scan.recorder = DumpWriter(path)
             except OSError as exc:
-                error = f"cannot record to {msg.record_dir}: {exc}"
+                error = f"cannot record to {record_dir}: {exc}"
         self.scan = scan
         if error is not None:
             await self._end_scan()

@@ -130,10 +130,16 @@ class Welcome(Message):
     scan: int = 0
 
 
+class Seen(Message):
+    """The answer to a status report: lets a service tell that its scheduler is there."""
+
+    op: Literal["seen"] = "seen"
+
+
 ToScheduler = Annotated[
     Hello | Armed | Done | Ingested | Reduced | Finished | Status, Field(discriminator="op")
 ]
-ToService = Annotated[Arm | Assign | Expect | Finish | Welcome, Field(discriminator="op")]
+ToService = Annotated[Arm | Assign | Expect | Finish | Welcome | Seen, Field(discriminator="op")]
 
 # One pydantic-core call parses and validates a message (several are handled per event).
 _TO_SCHEDULER: TypeAdapter[Message] = TypeAdapter(ToScheduler)

@@ -87,6 +87,10 @@ class ReducerService(PayloadService):
     def hello(self) -> Hello:
         return Hello(kind="reducer", **self.hello_fields())
 
+    @property
+    def scan_active(self) -> bool:
+        return self.scan is not None and not self.scan.finished
+
     def counters(self) -> dict[str, Any]:
         return {
             "results": self.results,
@@ -303,6 +307,7 @@ class ReducerService(PayloadService):
         self.call_soon(
             self.send_nowait, Finished(scan=scan.number, kind="reducer", summary=summary)
         )
+        self.call_soon(self.changed)  # the final publish tree and result file are there now
 
     def _report(self, scan: _Scan | None, force: bool) -> None:
         if scan is None:

@@ -37,6 +37,7 @@ from tango_dranspose.runtime.messages import (
     Message,
     ProtocolError,
     Reduced,
+    Seen,
     Status,
     Welcome,
     encode_parameters,
@@ -77,6 +78,8 @@ class Scheduler:
     async def start(self) -> None:
         self.router = transport.socket(zmq.ROUTER, hwm=100_000)
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        # A service restarted under the same name takes over its identity at once.
+        self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
         self.address = transport.bind(self.router, self.bind_address)
         self._tasks.append(asyncio.ensure_future(self._loop()))
 
@@ -150,11 +153,13 @@ class Scheduler:
                 msg.pid,
             )
             log.info("%s %s registered (%s)", msg.kind, name, msg.address or ", ".join(msg.streams))
+            await self._send(name, Seen())
             async with self.registered:
                 self.registered.notify_all()
             return
         if isinstance(msg, Status):
             self.components[name].counters = msg.counters
+            await self._send(name, Seen())
             return
         if scan is None or getattr(msg, "scan", None) != scan.number:
             return  # late news about an earlier scan
@@ -387,6 +392,8 @@ class Scheduler:
             await self._send(name, msg)
 
     def _end(self, scan: ScanState) -> None:
+        if scan.done_event.is_set():
+            return  # a late confirmation of a scan that was ended without it
         if scan.state == "finishing" and scan.end_reason == "complete":
             scan.state = "finished"
         elif scan.state == "finishing":
@@ -397,8 +404,12 @@ class Scheduler:
         scan.done_event.set()
         log.info("scan %s %s", scan.scan_id, scan.state)
 
-    async def stop(self, reason: str = "stopped") -> None:
-        """End the current scan now; the reducer still runs ``finish`` with what it has."""
+    async def stop(self, reason: str = "stopped", grace: float | None = None) -> None:
+        """End the current scan now; the reducer still runs ``finish`` with what it has.
+
+        With ``grace``, wait that long for the reducer's confirmation, then end the scan
+        anyway (a hung or killed reducer must not keep a scan open).
+        """
         scan = self.scan
         if scan is None or scan.state not in ("arming", "running", "finishing"):
             return
@@ -408,6 +419,14 @@ class Scheduler:
         await self._finish(scan, reason)
         reducer = self.components.get(scan.reducer)
         if reducer is None or not reducer.alive:
+            self._end(scan)
+        if grace is None or scan.done_event.is_set():
+            return
+        try:
+            await asyncio.wait_for(scan.done_event.wait(), grace)
+        except asyncio.TimeoutError:
+            scan.last_error = f"the reducer did not confirm the end within {grace:.0f} s"
+            log.warning("scan %s: %s", scan.scan_id, scan.last_error)
             self._end(scan)
 
     async def wait(self, timeout: float | None = None) -> ScanState | None:

@@ -13,6 +13,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -48,6 +49,7 @@ class Service(ABC):
         self.protocol_errors = 0
         self.internal_errors = 0  # control messages or callbacks that failed (each logged)
         self.on_change: Callable[[], None] | None = None  # devices push change events from it
+        self.last_heard: float | None = None  # monotonic time of the last scheduler message
 
     @abstractmethod
     def hello(self) -> Hello: ...
@@ -122,6 +124,7 @@ class Service(ABC):
     async def _control_loop(self) -> None:
         while True:
             raw = await self.control.recv()
+            self.last_heard = time.monotonic()
             try:
                 msg = load_to_service(raw)
             except ProtocolError as exc:
@@ -138,6 +141,14 @@ class Service(ABC):
                 self.internal_errors += 1
                 self.log.exception("handling %s failed", type(msg).__name__)
             self.changed()
+
+    @property
+    def scheduler_reachable(self) -> bool:
+        """Whether the scheduler answered recently (it answers every status report)."""
+        return (
+            self.last_heard is not None
+            and time.monotonic() - self.last_heard < 3 * STATUS_INTERVAL + 1.0
+        )
 
     async def _status_loop(self) -> None:
         while True:

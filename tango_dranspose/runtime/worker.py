@@ -47,6 +47,7 @@ class _Scan:
     expect: deque[tuple[int, frozenset[str], bool]] = field(default_factory=deque)
     partial: dict[int, dict[str, StreamData]] = field(default_factory=dict)
     stopped: bool = False
+    ended: bool = False  # the scheduler said Finish
 
 
 DONE_DELAY = 0.01  # seconds an acknowledgement may wait for company
@@ -91,6 +92,10 @@ class WorkerService(PayloadService):
     def hello(self) -> Hello:
         return Hello(kind="worker", tags=self.tags, **self.hello_fields())
 
+    @property
+    def scan_active(self) -> bool:
+        return self.scan is not None and not self.scan.ended
+
     def counters(self) -> dict[str, Any]:
         elapsed = time.monotonic() - self._started
         return {
@@ -121,6 +126,7 @@ class WorkerService(PayloadService):
             scan = self.scan
             if scan is None or msg.scan != scan.number:
                 return
+            scan.ended = True
             if msg.reason != "complete":
                 scan.stopped = True
                 scan.expect.clear()

@@ -249,9 +249,9 @@ def test_map_with_unknown_stream_is_refused(
     assert "stream(s) eiger that no capture provides" in capsys.readouterr().err
 
 
-def test_console_script_demo_runs() -> None:
+def test_console_script_local_demo_runs() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "tango_dranspose.cli", "demo", "--frames", "8"],
+        [sys.executable, "-m", "tango_dranspose.cli", "demo", "--local", "--frames", "8"],
         capture_output=True,
         text=True,
         timeout=120,

@@ -1,0 +1,280 @@
+"""DransposeController: arms scans, owns the scheduler, shows progress and the ledger."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import tango
+from tango import DevState
+from tango.server import command, device_property
+
+from tango_dranspose.devices import discovery
+from tango_dranspose.devices.attrs import snap
+from tango_dranspose.devices.base import PipelineDevice, Snapshot, throw
+from tango_dranspose.devices.status import ledger_lines, plural, scan_problems
+from tango_dranspose.runtime.armrequest import parse_arm_request
+from tango_dranspose.runtime.scheduler import ARM_TIMEOUT, ArmError, Scheduler
+
+STOP_GRACE = 10.0  # seconds Stop waits for the reducer's finish before ending the scan anyway
+MEMBERS_PERIOD = 5.0  # seconds between Tango DB lookups of the pipeline's devices
+ACTIVE = ("arming", "running", "finishing")
+
+
+class DransposeController(PipelineDevice):
+    """The pipeline's controller: arm a scan with a trigger map, watch it, stop it."""
+
+    ListenHost = device_property(
+        dtype=str,
+        default_value="127.0.0.1",
+        doc="Interface the scheduler listens on for the pipeline's services; use the host's "
+        "name or address when ingesters or workers run on other hosts.",
+    )
+    ControlPort = device_property(
+        dtype=int, default_value=0, doc="TCP port of the scheduler (0: any free port)."
+    )
+    Window = device_property(
+        dtype=int,
+        default_value=32,
+        doc="Events a worker may hold assigned but not yet processed.",
+    )
+
+    pushed = (
+        "ScanId",
+        "ScanState",
+        "TotalEvents",
+        "CompletedEvents",
+        "Progress",
+        "EventRate",
+        "Streams",
+        "Ingesters",
+        "Workers",
+        "Reducers",
+        "Ledger",
+        "DroppedFrames",
+        "WorkerErrors",
+        "ReducerErrors",
+        "LastError",
+        "ResultFile",
+    )
+
+    ControlAddress = snap(
+        "ControlAddress", str, "ZeroMQ endpoint of the scheduler; the other devices connect here"
+    )
+    ScanId = snap("ScanId", str, "Id of the current or last scan")
+    ScanState = snap(
+        "ScanState",
+        str,
+        "idle, arming, running, finishing, finished, stopped, aborted or failed",
+    )
+    TotalEvents = snap("TotalEvents", "int64", "Events in the armed map (start/end wrap included)")
+    CompletedEvents = snap("CompletedEvents", "int64", "Events processed by every worker")
+    Progress = snap(
+        "Progress", float, "Completed events, percent", unit="%", min_value=0, max_value=100
+    )
+    EventRate = snap("EventRate", float, "Events completed per second", unit="events/s")
+    Streams = snap("Streams", (str,), "Streams the running ingesters serve")
+    Ingesters = snap("Ingesters", (str,), "One line per ingester of this pipeline")
+    Workers = snap("Workers", (str,), "One line per worker of this pipeline")
+    Reducers = snap("Reducers", (str,), "One line per reducer of this pipeline")
+    Ledger = snap("Ledger", (str,), "Per stream: frames delivered, discarded, missing, dropped")
+    LedgerJson = snap("LedgerJson", str, "The per-stream ledger as JSON, for programs")
+    ArmedMap = snap("ArmedMap", str, "The trigger map of the current or last scan (JSON)")
+    ScanMetadata = snap("ScanMetadata", str, "Metadata the current or last scan was armed with")
+    DroppedFrames = snap("DroppedFrames", "int64", "Frames dropped in the current or last scan")
+    WorkerErrors = snap("WorkerErrors", "int64", "Payload exceptions of workers in the scan")
+    ReducerErrors = snap("ReducerErrors", "int64", "Payload exceptions of the reducer in the scan")
+    LastError = snap("LastError", str, "The last error of the current or last scan")
+    ResultFile = snap("ResultFile", str, "The result file the reducer wrote for the last scan")
+
+    # -- runtime ---------------------------------------------------------------------------
+
+    def start_runtime(self) -> None:
+        self._members: dict[str, list[str]] = {}
+        self._members_at = 0.0
+        self._armed_map = ""
+        self._metadata = ""
+        self._scheduler = Scheduler(
+            f"tcp://{self.ListenHost}:{self.ControlPort}", window=self.Window
+        )
+
+        async def start() -> None:
+            await self._scheduler.start()
+            self._scheduler.on_change = self.changed
+
+        self.run(start())
+
+    async def stop_runtime(self) -> None:
+        if getattr(self, "_scheduler", None) is not None and self._scheduler.address:
+            await self._scheduler.stop("aborted")
+            await self._scheduler.close()
+
+    def periodic(self) -> None:
+        if time.monotonic() - self._members_at < MEMBERS_PERIOD:
+            return
+        self._members_at = time.monotonic()
+        try:
+            self._members = discovery.members(tango.Database(), self.Pipeline)
+        except Exception as exc:  # the DB may be restarting; keep the last answer
+            self.warn_stream(f"cannot list the pipeline's devices: {exc}")
+
+    # -- commands --------------------------------------------------------------------------
+
+    @command(
+        dtype_in=str,
+        dtype_out=str,
+        doc_in='A trigger map (JSON), or {"map": MAP, "scan_id", "title", "output_file", '
+        '"record_dir", "parameters", "metadata"}',
+        doc_out="The scan id",
+    )
+    def Arm(self, request: str) -> str:
+        try:
+            req = parse_arm_request(request)
+        except ValueError as exc:
+            throw("DRANSPOSE_InvalidRequest", str(exc), "DransposeController.Arm")
+        sched = self._scheduler
+        try:
+            scan_id = self.run(
+                sched.arm(
+                    req.map,
+                    scan_id=req.scan_id,
+                    parameters=req.parameter_bytes(),
+                    metadata=req.scan_metadata(),
+                    record_dir=req.record_dir,
+                ),
+                timeout=ARM_TIMEOUT + 5.0,
+            )
+        except ArmError as exc:
+            self.refresh_now()
+            throw("DRANSPOSE_ArmRefused", str(exc), "DransposeController.Arm")
+        except TimeoutError as exc:
+            throw("DRANSPOSE_ArmTimeout", str(exc), "DransposeController.Arm")
+        self._armed_map = json.dumps(req.map, separators=(",", ":"))
+        self._metadata = json.dumps(req.scan_metadata(), default=str)
+        self.info_stream(f"armed scan {scan_id}")
+        self.refresh_now()
+        return str(scan_id)
+
+    @command(doc_in="End the scan now; the reducer finishes with what it has")
+    def Stop(self) -> None:
+        self._end_scan("stopped")
+
+    @command(doc_in="End the scan now, as Stop, and mark it aborted")
+    def Abort(self) -> None:
+        self._end_scan("aborted")
+
+    def _end_scan(self, reason: str) -> None:
+        self.run(self._scheduler.stop(reason, grace=STOP_GRACE), timeout=STOP_GRACE + 5.0)
+        self.info_stream(f"scan {reason}")
+        self.refresh_now()
+
+    # -- snapshot --------------------------------------------------------------------------
+
+    def collect(self) -> Snapshot:
+        sched = self._scheduler
+        summary = sched.summary()
+        comps = sched.components
+        state = summary.get("state", "idle")
+        lines: dict[str, list[str]] = {"ingester": [], "worker": [], "reducer": []}
+        absent: list[str] = []
+        dead: list[str] = []
+        names = {k: set(v) for k, v in self._members.items()}
+        for comp in comps.values():
+            names.setdefault(comp.kind, set()).add(comp.name)
+        for kind in lines:
+            for name in sorted(names.get(kind, ())):
+                found = comps.get(name)
+                if found is None:
+                    absent.append(name)
+                    lines[kind].append(f"{name}: not running")
+                    continue
+                if not found.alive:
+                    dead.append(name)
+                lines[kind].append(f"{name}: {_describe(found)}")
+        streams = sorted({s for c in comps.values() if c.alive for s in c.streams})
+        ledger = summary.get("ledger") or {}
+        values: dict[str, Any] = {
+            "ControlAddress": sched.address,
+            "ScanId": summary.get("scan_id", ""),
+            "ScanState": state,
+            "TotalEvents": int(summary.get("total_events", 0)),
+            "CompletedEvents": int(summary.get("completed_events", 0)),
+            "Progress": float(summary.get("progress", 0.0)),
+            "EventRate": float(summary.get("event_rate", 0.0)),
+            "Streams": streams,
+            "Ingesters": lines["ingester"],
+            "Workers": lines["worker"],
+            "Reducers": lines["reducer"],
+            "Ledger": ledger_lines(ledger),
+            "LedgerJson": json.dumps(ledger, default=str),
+            "ArmedMap": self._armed_map,
+            "ScanMetadata": self._metadata,
+            "DroppedFrames": sum(
+                int(v) for c in ledger.values() for v in (c.get("dropped") or {}).values()
+            ),
+            "WorkerErrors": int(summary.get("worker_errors", 0) or 0),
+            "ReducerErrors": int(summary.get("reducer_errors", 0) or 0),
+            "LastError": summary.get("last_error") or "",
+            "ResultFile": str((summary.get("reducer") or {}).get("output") or ""),
+        }
+        return Snapshot(*self._state(summary, dead, absent, comps), values)
+
+    def _state(
+        self, summary: dict[str, Any], dead: list[str], absent: list[str], comps: dict[str, Any]
+    ) -> tuple[DevState, str]:
+        state = summary.get("state", "idle")
+        scan_id = summary.get("scan_id", "")
+        if dead:
+            what = f"{', '.join(dead)} stopped answering"
+            if state in ACTIVE:
+                return DevState.ALARM, f"Scan {scan_id} is {state}, but {what}. Stop ends it."
+            return DevState.ALARM, f"{what[0].upper()}{what[1:]}."
+        if state in ACTIVE:
+            done, total = summary.get("completed_events", 0), summary.get("total_events", 0)
+            text = (
+                f"Scan {scan_id} {state}: {done} of {total} events "
+                f"({summary.get('progress', 0.0):.1f}%), {summary.get('event_rate', 0.0):,.0f} "
+                f"events/s."
+            )
+            problems = scan_problems(summary)
+            if problems:
+                text += " So far: " + "; ".join(problems) + "."
+            return DevState.RUNNING, text
+        alive = [c for c in comps.values() if c.alive]
+        crew = ", ".join(
+            plural(sum(1 for c in alive if c.kind == k), k)
+            for k in ("ingester", "worker", "reducer")
+        )
+        missing = f" Not running: {', '.join(absent)}." if absent else ""
+        if state == "idle":
+            if absent:
+                return DevState.ALARM, f"Idle; {crew} running.{missing}"
+            return DevState.ON, f"Idle, ready to arm; {crew} running."
+        problems = scan_problems(summary)
+        elapsed = float(summary.get("elapsed", 0.0))
+        head = (
+            f"Scan {scan_id} {state}: {summary.get('completed_events', 0)} of "
+            f"{summary.get('total_events', 0)} events in {elapsed:.1f} s"
+        )
+        if problems or absent or state == "failed":
+            detail = "; ".join(problems) or "no problems in the scan"
+            return DevState.ALARM, f"{head}, with problems: {detail}.{missing} Ready to arm."
+        return DevState.ON, f"{head}. Ready to arm; {crew} running."
+
+
+def _describe(comp: Any) -> str:
+    c = comp.counters
+    if not comp.alive:
+        return "stopped answering"
+    if comp.kind == "ingester":
+        return (
+            f"streams {', '.join(comp.streams)}; {c.get('frames', 0)} frames, "
+            f"{c.get('dropped', 0)} dropped"
+        )
+    if comp.kind == "worker":
+        return (
+            f"tags {', '.join(comp.tags)}; {c.get('processed', 0)} events, "
+            f"{c.get('errors', 0)} errors, load {100 * float(c.get('load', 0.0)):.0f}%"
+        )
+    return f"{c.get('results', 0)} results, {c.get('errors', 0)} errors"

@@ -1,0 +1,56 @@
+"""Sentences and lines for Status and string attributes: what a scientist reads on a panel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def ledger_lines(ledger: dict[str, dict[str, Any]]) -> list[str]:
+    lines = []
+    for stream in sorted(ledger):
+        c = ledger[stream]
+        dropped = c.get("dropped") or {}
+        drop_total = sum(int(v) for v in dropped.values())
+        text = (
+            f"{stream}: delivered {c.get('delivered', 0)}, discarded {c.get('discarded', 0)}, "
+            f"missing {c.get('missing', 0)}, dropped {drop_total}"
+        )
+        if dropped:
+            text += " (" + ", ".join(f"{k} {v}" for k, v in sorted(dropped.items())) + ")"
+        if c.get("upstream_error"):
+            text += f"; upstream: {c['upstream_error']}"
+        lines.append(text)
+    return lines
+
+
+def dropped_total(ledger: dict[str, dict[str, Any]]) -> int:
+    return sum(int(v) for c in ledger.values() for v in (c.get("dropped") or {}).values())
+
+
+def missing_total(ledger: dict[str, dict[str, Any]]) -> int:
+    return sum(int(c.get("missing", 0) or 0) for c in ledger.values())
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def scan_problems(summary: dict[str, Any]) -> list[str]:
+    """What went wrong in a scan, one phrase each (empty when nothing did)."""
+    ledger = summary.get("ledger") or {}
+    problems = []
+    dropped = dropped_total(ledger)
+    if dropped:
+        problems.append(f"{plural(dropped, 'frame')} dropped")
+    missing = missing_total(ledger)
+    if missing:
+        problems.append(f"{plural(missing, 'frame')} missing (upstream ended early)")
+    errors = int(summary.get("worker_errors", 0) or 0)
+    if errors:
+        problems.append(f"{plural(errors, 'worker error')}")
+    rerrors = int(summary.get("reducer_errors", 0) or 0)
+    if rerrors:
+        problems.append(f"{plural(rerrors, 'reducer error')}")
+    if summary.get("last_error") and (errors or rerrors):
+        problems.append(f"last error: {summary['last_error']}")
+    return problems
