@@ -162,9 +162,10 @@ class PipelineDevice(Device):
         return changed
 
     def refresh_now(self) -> None:
-        """From a command: make reads right after it return fresh values."""
-        self._apply_state(self._refresh())
-        self._wake.set()
+        """From a command (which holds the device monitor): make reads right after it return
+        fresh values, and push them, so that every value a client can read was also sent as
+        an event and the next change is compared with it."""
+        self._push(self._refresh())
 
     def _push_loop(self, stop: threading.Event, wake: threading.Event) -> None:
         with tango.EnsureOmniThread():
@@ -175,11 +176,12 @@ class PipelineDevice(Device):
                 wake.clear()
                 try:
                     self.periodic()
-                    snap = self._refresh()
+                    # Snapshot and push under the monitor, so that a command's own push
+                    # (refresh_now) never interleaves with an older snapshot's.
                     with tango.AutoTangoMonitor(self):
                         if stop.is_set():
                             return
-                        self._push(snap)
+                        self._push(self._refresh())
                 except Exception:
                     log.exception("%s: pushing events failed", self.get_name())
                 stop.wait(MIN_PUSH_INTERVAL)
