@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tango_dranspose.deploy.registration import RegistrationError, register
+from tango_dranspose.deploy.registration import BadConfigFile, RegistrationError, register
 
 
 def cmd_register(args: argparse.Namespace) -> int:
@@ -27,9 +27,12 @@ def cmd_register(args: argparse.Namespace) -> int:
             update=args.update,
             colors=sys.stdout.isatty(),
         )
+    except BadConfigFile as exc:
+        print(f"tango-dranspose register: error: {exc}", file=sys.stderr)
+        return 2
     except RegistrationError as exc:
         print(f"tango-dranspose register: error: {exc}", file=sys.stderr)
-        return 2 if "cannot read" in str(exc) or "not" in str(exc).split(":")[0] else 1
+        return 1
     print(result.diff)
     if not result.changed:
         print(f"{args.file}: the Tango DB at {tango_host} already matches")

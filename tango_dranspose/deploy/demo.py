@@ -88,7 +88,12 @@ class Demo:
             self.children.append(child)
             started.append((child, devices))
         for child, devices in started:
-            wait_for_devices(self.db.tango_host, devices, child, timeout=60)
+            states = wait_for_devices(self.db.tango_host, devices, child, timeout=60)
+            faulty = [d for d, state in states.items() if state == "FAULT"]
+            if faulty:
+                raise StartupError(
+                    f"{', '.join(faulty)} in FAULT; see {child.log} (misconfigured properties?)"
+                )
             self.say(f"started {child.name} ({', '.join(devices)})")
         self.say(f"pipeline up in {time.monotonic() - t0:.1f} s; logs in {logs}")
 

@@ -9,6 +9,7 @@ instead of letting a 2 or 3 look like a failure.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,11 @@ NO_CHANGES, ERROR, APPLIED, NOT_APPLIED = 0, 1, 2, 3
 
 
 class RegistrationError(RuntimeError):
-    """The file is not a usable dsconfig file, or dsconfig failed."""
+    """dsconfig could not compare or write the configuration (e.g. the DB is unreachable)."""
+
+
+class BadConfigFile(RegistrationError):
+    """The file cannot be read or is not a dsconfig file."""
 
 
 @dataclass
@@ -34,11 +39,11 @@ def load_config(path: Path) -> dict[str, Any]:
     try:
         config = json.loads(path.read_text())
     except OSError as exc:
-        raise RegistrationError(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise BadConfigFile(f"cannot read {path}: {exc.strerror or exc}") from None
     except json.JSONDecodeError as exc:
-        raise RegistrationError(f"{path} is not valid JSON: {exc}") from None
+        raise BadConfigFile(f"{path} is not valid JSON: {exc}") from None
     if not isinstance(config, dict) or not isinstance(config.get("servers"), dict):
-        raise RegistrationError(
+        raise BadConfigFile(
             f'{path} is not a dsconfig file: it needs a "servers" object '
             '({"servers": {SERVER: {INSTANCE: {CLASS: {DEVICE: {"properties": ...}}}}}})'
         )
@@ -94,8 +99,18 @@ def register(
     if proc.returncode == NOT_APPLIED:
         return Registration(True, False, output)
     raise RegistrationError(
-        f"dsconfig could not register {path} in {tango_host} (status {proc.returncode}):\n{output}"
+        f"dsconfig could not register {path} in the Tango DB at {tango_host} "
+        f"(status {proc.returncode}): {_gist(output)}"
     )
+
+
+def _gist(output: str) -> str:
+    """The readable part of dsconfig's output: Tango error descriptions, else its last line."""
+    descs = re.findall(r"desc = (.+)", output)
+    if descs:
+        return "; ".join(dict.fromkeys(d.strip() for d in descs))
+    lines = [line for line in output.splitlines() if line.strip()]
+    return lines[-1].strip() if lines else "no output"
 
 
 def _env() -> dict[str, str]:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from tango_dranspose.deploy.database import _bin
-from tango_dranspose.deploy.processes import Child, wait_until
+from tango_dranspose.deploy.processes import Child, StartupError, wait_until
 
 
 def start_server(
@@ -57,14 +57,18 @@ def wait_for_devices(
     devices: list[str],
     child: Child,
     timeout: float = 30.0,
-    accept: tuple[str, ...] = ("ON", "ALARM", "RUNNING", "INIT"),
+    accept: tuple[str, ...] = ("ON", "ALARM", "RUNNING", "INIT", "FAULT"),
 ) -> dict[str, str]:
-    """Until every device answers with a State in ``accept``; returns the states."""
+    """Until every device answers with a State in ``accept`` (by default: any, i.e. the server
+    is up and its devices exported); returns the states."""
     last: dict[str, str] = {}
 
     def ready() -> bool:
         last.update(device_states(tango_host, devices))
         return all(last.get(d) in accept for d in devices)
 
-    wait_until(ready, timeout, f"{child.name}: devices not ready ({last})", child, interval=0.2)
+    try:
+        wait_until(ready, timeout, f"{child.name}: devices not ready", child, interval=0.2)
+    except StartupError as exc:
+        raise StartupError(f"{exc} (last states: {last})") from None
     return last

@@ -25,6 +25,7 @@ from tango_dranspose.runtime.loopthread import LoopThread
 
 T = TypeVar("T")
 MIN_PUSH_INTERVAL = 0.05
+PERIODIC_INTERVAL = 1.0
 log = logging.getLogger("tango_dranspose.devices")
 
 
@@ -169,13 +170,18 @@ class PipelineDevice(Device):
 
     def _push_loop(self, stop: threading.Event, wake: threading.Event) -> None:
         with tango.EnsureOmniThread():
+            last_push = 0.0
             while not stop.is_set():
-                wake.wait(self.EventPeriod)
+                # Wake at least every second for periodic() (DB lookups), whatever EventPeriod.
+                woken = wake.wait(min(self.EventPeriod, PERIODIC_INTERVAL))
                 if stop.is_set():
                     return
                 wake.clear()
                 try:
                     self.periodic()
+                    if not woken and time.monotonic() - last_push < self.EventPeriod:
+                        continue
+                    last_push = time.monotonic()
                     # Snapshot and push under the monitor, so that a command's own push
                     # (refresh_now) never interleaves with an older snapshot's.
                     with tango.AutoTangoMonitor(self):

@@ -42,7 +42,7 @@ class DransposeIngester(ServiceDevice):
 
     Streams = device_property(
         dtype=(str,),
-        mandatory=True,
+        default_value=[],
         doc="Stream names (e.g. 'orca'), or full specs 'NAME:PROTOCOL=URL'",
     )
     Protocol = device_property(

@@ -15,7 +15,7 @@ from tango.server import attribute, device_property
 from tango_dranspose.core.payload import load_class
 from tango_dranspose.devices.attrs import snap
 from tango_dranspose.devices.base import Snapshot
-from tango_dranspose.devices.service import ScanErrors, ServiceDevice
+from tango_dranspose.devices.service import DataServiceDevice, ScanErrors
 from tango_dranspose.runtime.reducer import ReducerService
 
 RESERVED = {"state", "status", "init"}
@@ -56,11 +56,11 @@ def attribute_name(path: str) -> str:
     return name
 
 
-class DransposeReducer(ServiceDevice):
+class DransposeReducer(DataServiceDevice):
     """Runs the reducer class on results in order; its publish tree's scalars are attributes."""
 
     ReducerClass = device_property(
-        dtype=str, mandatory=True, doc="The reducer payload, 'package.module:Class'"
+        dtype=str, default_value="", doc="The reducer payload, 'package.module:Class'"
     )
     PayloadPath = device_property(
         dtype=(str,), default_value=[], doc="Extra directories to import the payload module from"
@@ -81,6 +81,8 @@ class DransposeReducer(ServiceDevice):
     Results = snap("Results", (str,), "Published values: 'tree/path -> AttributeName'")
 
     def check_config(self) -> None:
+        if not self.ReducerClass:
+            raise ValueError("the ReducerClass property is not set (e.g. mypackage.module:Class)")
         load_class(self.ReducerClass, list(self.PayloadPath))
         self._errors = ScanErrors()
         self._dynamic: dict[str, type] = {}  # attribute name -> python type
@@ -92,7 +94,7 @@ class DransposeReducer(ServiceDevice):
             self.get_name(),
             scheduler,
             self.ReducerClass,
-            bind=f"tcp://{self.ListenHost}:0",
+            bind=self.data_bind(),
             search=list(self.PayloadPath),
             output_dir=self.ResultDir or None,
         )

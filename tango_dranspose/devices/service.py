@@ -31,13 +31,6 @@ def _reason(exc: Exception) -> str:
 
 
 class ServiceDevice(PipelineDevice):
-    ListenHost = device_property(
-        dtype=str,
-        default_value="127.0.0.1",
-        doc="Interface this component receives data on; use the host's name or address when "
-        "the other components run on other hosts.",
-    )
-
     def start_runtime(self) -> None:
         self._service: Any = None
         self._address = ""
@@ -118,6 +111,26 @@ class ServiceDevice(PipelineDevice):
                 snap.values,
             )
         return snap
+
+
+class DataServiceDevice(ServiceDevice):
+    """A component that receives data (workers, the reducer): where it listens."""
+
+    ListenHost = device_property(
+        dtype=str,
+        default_value="127.0.0.1",
+        doc="Interface to receive data on: a host name or address the other components can "
+        "reach when they run on other hosts, or 0.0.0.0 for all interfaces (the host's name "
+        "is then announced).",
+    )
+    DataPort = device_property(
+        dtype=int,
+        default_value=0,
+        doc="TCP port to receive data on (0: any free port; set one for firewalled networks).",
+    )
+
+    def data_bind(self) -> str:
+        return f"tcp://{self.ListenHost}:{self.DataPort}"
 
 
 class ScanErrors:

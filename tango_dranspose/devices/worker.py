@@ -10,15 +10,15 @@ from tango.server import device_property
 from tango_dranspose.core.payload import load_class
 from tango_dranspose.devices.attrs import snap
 from tango_dranspose.devices.base import Snapshot
-from tango_dranspose.devices.service import ScanErrors, ServiceDevice
+from tango_dranspose.devices.service import DataServiceDevice, ScanErrors
 from tango_dranspose.runtime.worker import WorkerService
 
 
-class DransposeWorker(ServiceDevice):
+class DransposeWorker(DataServiceDevice):
     """Runs ``process_event`` of the worker class on assigned events, on its own thread."""
 
     WorkerClass = device_property(
-        dtype=str, mandatory=True, doc="The worker payload, 'package.module:Class'"
+        dtype=str, default_value="", doc="The worker payload, 'package.module:Class'"
     )
     Tags = device_property(
         dtype=(str,),
@@ -59,6 +59,8 @@ class DransposeWorker(ServiceDevice):
     PendingEvents = snap("PendingEvents", "int64", "Events assigned and not yet processed")
 
     def check_config(self) -> None:
+        if not self.WorkerClass:
+            raise ValueError("the WorkerClass property is not set (e.g. mypackage.module:Class)")
         load_class(self.WorkerClass, list(self.PayloadPath))  # a wrong class is a FAULT now
         self._errors = ScanErrors()
 
@@ -68,7 +70,7 @@ class DransposeWorker(ServiceDevice):
             scheduler,
             self.WorkerClass,
             tags=list(self.Tags) or ["generic"],
-            bind=f"tcp://{self.ListenHost}:0",
+            bind=self.data_bind(),
             search=list(self.PayloadPath),
         )
 

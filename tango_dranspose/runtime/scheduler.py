@@ -223,6 +223,11 @@ class Scheduler:
         owners: dict[str, str] = {}
         for ing in self._alive("ingester"):
             for stream in ing.streams:
+                if stream in tmap.streams and stream in owners:
+                    raise ArmError(
+                        f"stream {stream} is served by two ingesters, {owners[stream]} and "
+                        f"{ing.name}: remove it from one of them"
+                    )
                 owners.setdefault(stream, ing.name)
         missing = [s for s in tmap.streams if s not in owners]
         if missing:
@@ -235,6 +240,9 @@ class Scheduler:
         reducers = self._alive("reducer")
         if not reducers:
             raise ArmError("no reducer is running")
+        if len(reducers) > 1:
+            names = ", ".join(sorted(r.name for r in reducers))
+            raise ArmError(f"several reducers are running ({names}); a pipeline has one")
         try:
             assigner = Assigner(tmap, specs, slots=self.window)
         except NotEnoughWorkers as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket as _socket
 import struct
 from typing import Any
 
@@ -17,10 +18,14 @@ def context() -> zmq.asyncio.Context:
 
 
 def bind(sock: zmq.Socket[Any], address: str) -> str:
-    """Bind ``address`` (``tcp://host:0`` picks a free port) and return the real endpoint."""
+    """Bind ``address`` (``tcp://host:0`` picks a free port) and return the endpoint others
+    connect to: bound to all interfaces (0.0.0.0 or *), that is this host's name."""
     sock.bind(address)
-    endpoint = sock.getsockopt(zmq.LAST_ENDPOINT)
-    return endpoint.decode() if isinstance(endpoint, bytes) else str(endpoint)
+    raw = sock.getsockopt(zmq.LAST_ENDPOINT)
+    endpoint = raw.decode() if isinstance(raw, bytes) else str(raw)
+    if endpoint.startswith("tcp://0.0.0.0:"):
+        endpoint = f"tcp://{_socket.getfqdn()}:{endpoint.rsplit(':', 1)[1]}"
+    return endpoint
 
 
 def socket(kind: int, *, hwm: int = DEFAULT_HWM, identity: str | None = None) -> zmq.asyncio.Socket:

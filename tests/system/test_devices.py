@@ -229,6 +229,10 @@ def test_an_invalid_map_is_refused_readably_and_the_next_scan_works(
     assert err.reason == "DRANSPOSE_ArmRefused"
     assert "no ingester serves stream(s) eiger" in err.desc
     assert "cam" in err.desc  # it says which streams exist
+    with pytest.raises(tango.DevFailed) as too_many:
+        arm(ctrl, {"cam": [[{"constraint": c} for c in range(5)]]})
+    assert "worker" in too_many.value.args[0].desc
+    assert "5" in too_many.value.args[0].desc and "3" in too_many.value.args[0].desc
     with pytest.raises(tango.DevFailed) as bad_json:
         ctrl.Arm("{not json")
     assert bad_json.value.args[0].reason == "DRANSPOSE_InvalidRequest"
@@ -349,3 +353,35 @@ def test_every_component_shows_a_readable_status(suite: Suite) -> None:
     assert "upstreams connect when a scan is armed" in cam.status() or "Armed" in cam.status()
     red = suite.proxy(REDUCER)
     assert "ColumnsReducer" in red.status()
+
+
+def test_a_misconfigured_device_is_in_fault_saying_which_property(
+    tango_db: TangoDb, tmp_path: Path
+) -> None:
+    config = {
+        "servers": {
+            "DransposeWorker": {
+                "broken": {
+                    "DransposeWorker": {
+                        "sys/broken/unset": {"properties": {"Pipeline": ["broken"]}},
+                        "sys/broken/nosuch": {
+                            "properties": {
+                                "Pipeline": ["broken"],
+                                "WorkerClass": ["nosuch_package.analysis:Worker"],
+                            }
+                        },
+                    }
+                }
+            }
+        }
+    }
+    broken = Suite(tango_db, config, tmp_path)
+    try:
+        broken.start()
+        unset, nosuch = broken.proxy("sys/broken/unset"), broken.proxy("sys/broken/nosuch")
+        assert str(unset.state()) == "FAULT"
+        assert "WorkerClass property is not set" in unset.status()
+        assert str(nosuch.state()) == "FAULT"
+        assert "nosuch_package" in nosuch.status()
+    finally:
+        broken.stop()

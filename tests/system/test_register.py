@@ -325,17 +325,13 @@ def test_no_tango_host_gives_status_2(tmp_path: Path) -> None:
     assert backups(tmp_path) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cmd_register maps every RegistrationError whose text before the first ':' holds "
-    "'not' to status 2, and 'dsconfig could not register' does; dsconfig's traceback is "
-    "passed through as the message",
-)
 def test_an_unreachable_db_is_status_1_without_a_traceback(tmp_path: Path) -> None:
     path = write(tmp_path, "nodb.json", deployment("nodb"))
     proc = run_register(tmp_path, str(path), tango_host=f"127.0.0.1:{free_port()}")
     assert proc.returncode == 1  # the command's help: "1 dsconfig failed"
     assert "Traceback" not in proc.stderr
+    assert "Failed to connect to database" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
 
 
 # -- the files in tango-db/ (no DB) ----------------------------------------------------------
