@@ -94,7 +94,11 @@ def add_demo_parser(sub: Any, local_demo: Any) -> None:
         action="store_true",
         help="leave everything running after the scan and print the TANGO_HOST (Ctrl-C stops)",
     )
-    dp.add_argument("--config", metavar="FILE.json", help="deployment (default tango-db/demo.json)")
+    dp.add_argument(
+        "--config",
+        metavar="FILE.json",
+        help="a variant of tango-db/demo.json with the same device names (the default)",
+    )
     dp.add_argument(
         "--local", action="store_true", help="replay through the ROI example in one process"
     )
