@@ -164,6 +164,7 @@ class Demo:
 
     def _show_result(self, host: str, path: str) -> None:
         import h5py
+        import numpy as np
         import tango
 
         from tango_dranspose.core.h5tree import read_tree
@@ -175,8 +176,15 @@ class Demo:
         results = list(red.Results or [])
         self.say(f"reducer attributes of the published values ({len(results)}):")
         for entry in results:
-            path_, attr = entry.split(" -> ")
-            self.say(f"  {REDUCER}/{attr} = {red.read_attribute(attr).value}   ({path_})")
+            if " -> " not in entry:
+                self.say(f"  {entry}")
+                continue
+            path_, rest = entry.split(" -> ")
+            attr = rest.split(" ")[0]
+            value = red.read_attribute(attr).value
+            if isinstance(value, np.ndarray):
+                value = f"{value.dtype} array {value.shape}"
+            self.say(f"  {REDUCER}/{attr} = {value}   ({path_})")
         if path:
             self.say(f"result file: {path}")
             with h5py.File(path, "r") as f:

@@ -40,7 +40,9 @@ class Snapshot:
 
 def _same(a: Any, b: Any) -> bool:
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        return bool(np.array_equal(np.asarray(a), np.asarray(b)))
+        # Arrays are copied once per refresh: the same object is unchanged, a new one is
+        # pushed without an element-wise comparison of possibly large images.
+        return a is b
     try:
         return bool(a == b)
     except Exception:

@@ -1,66 +1,42 @@
-"""DransposeReducer: reduces the workers' results in order; the publish tree's scalars become
-attributes."""
+"""DransposeReducer: reduces the workers' results in order; every value of the payload's
+``publish`` tree is an attribute (scalar, spectrum or image; naming rule in
+``core.publishview``)."""
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator
+import dataclasses
+import time
 from typing import Any
 
 import numpy as np
 import tango
-from tango import AttrWriteType, DevState
+from tango import AttrDataFormat, AttrWriteType, DevState
 from tango.server import attribute, device_property
 
 from tango_dranspose.core.payload import load_class
+from tango_dranspose.core.publishview import Leaf, assign_names, leaves
 from tango_dranspose.devices.attrs import snap
 from tango_dranspose.devices.base import Snapshot
 from tango_dranspose.devices.service import DataServiceDevice, ScanErrors
 from tango_dranspose.runtime.reducer import ReducerService
 
-RESERVED = {"state", "status", "init"}
+MAX_ATTRIBUTE_BYTES = 64 << 20  # larger values are listed in Results, not served
+_SPECTRUM_MAX = 1 << 26
+_IMAGE_MAX = 1 << 16
+_TYPES = {"bool": bool, "int64": "int64", "float64": float, "str": str}
 
 
-def scalar_leaves(tree: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
-    """(path, value) of every number, bool and string in a publish tree.
-
-    Keys starting with ``_`` and ``NAME_attrs`` entries (HDF5 attributes of ``NAME``, in the
-    dranspose convention) are not values.
-    """
-    if not isinstance(tree, dict):
-        return
-    for key, value in tree.items():
-        key = str(key)
-        if key.startswith("_") or key.endswith("_attrs"):
-            continue
-        path = f"{prefix}/{key}" if prefix else key
-        if isinstance(value, dict):
-            yield from scalar_leaves(value, path)
-        elif isinstance(value, bool | np.bool_):
-            yield path, bool(value)
-        elif isinstance(value, int | np.integer):
-            yield path, int(value)
-        elif isinstance(value, float | np.floating):
-            yield path, float(value)
-        elif isinstance(value, str):
-            yield path, value
-        elif isinstance(value, np.ndarray) and value.ndim == 0:
-            yield path, value.item()
-
-
-def attribute_name(path: str) -> str:
-    """``azint/I`` -> ``azint_I``; anything not a letter, digit or underscore becomes ``_``."""
-    name = re.sub(r"[^A-Za-z0-9_]", "_", path)
-    if not name or not name[0].isalpha():
-        name = f"r_{name}"
-    return name
+def _shape(leaf: Leaf) -> tuple[str, str]:
+    return leaf.kind, leaf.dtype
 
 
 class DransposeReducer(DataServiceDevice):
-    """Runs the reducer class on results in order; its publish tree's scalars are attributes."""
+    """Runs the reducer class on results in order; its publish tree's values are attributes."""
 
     ReducerClass = device_property(
-        dtype=str, default_value="", doc="The reducer payload, 'package.module:Class'"
+        dtype=str,
+        default_value="",
+        doc="The reducer payload, 'package.module:Class'",
     )
     PayloadPath = device_property(
         dtype=(str,), default_value=[], doc="Extra directories to import the payload module from"
@@ -71,6 +47,12 @@ class DransposeReducer(DataServiceDevice):
         doc="Write SCANID_processed.h5 here at the end of each scan (unless the scan names "
         "its output file)",
     )
+    PublishPeriod = device_property(
+        dtype=float,
+        default_value=0.2,
+        doc="Seconds between updates (and change events) of the published values; once more "
+        "when the scan finishes. The reducer never waits for them.",
+    )
 
     pushed = ("ProcessedResults", "Errors", "LastError", "ResultFile", "Results")
 
@@ -78,16 +60,27 @@ class DransposeReducer(DataServiceDevice):
     Errors = snap("Errors", "int64", "Exceptions of the reducer payload since the server started")
     LastError = snap("LastError", str, "The last exception of the payload")
     ResultFile = snap("ResultFile", str, "The result file written for the last scan")
-    Results = snap("Results", (str,), "Published values: 'tree/path -> AttributeName'")
+    Results = snap(
+        "Results",
+        (str,),
+        "Published values: 'tree/path -> AttributeName (kind dtype)', or why one is not an "
+        "attribute",
+    )
 
     def check_config(self) -> None:
         if not self.ReducerClass:
             raise ValueError("the ReducerClass property is not set (e.g. mypackage.module:Class)")
         load_class(self.ReducerClass, list(self.PayloadPath))
         self._errors = ScanErrors()
-        self._dynamic: dict[str, type] = {}  # attribute name -> python type
-        self._names: dict[str, str] = {}  # path -> attribute name
-        self._taken = {n.lower() for n in self.pushed} | RESERVED
+        # Published values of the current scan: path -> attribute name, and their leaves.
+        self._names: dict[str, str] = {}
+        self._published: dict[str, Leaf] = {}  # attribute name -> leaf (value copied)
+        self._problems: dict[str, str] = {}
+        self._pub_scan: Any = None
+        self._pub_at = 0.0
+        self._pub_final = False
+        self._dynamic: dict[str, tuple[str, str]] = {}  # attribute name -> (kind, dtype)
+        self._reported: set[str] = set()
 
     def make_service(self, scheduler: str) -> ReducerService:
         return ReducerService(
@@ -99,31 +92,76 @@ class DransposeReducer(DataServiceDevice):
             output_dir=self.ResultDir or None,
         )
 
-    def _name_for(self, path: str) -> str:
-        name = self._names.get(path)
-        if name is None:
-            base = attribute_name(path)
-            name, n = base, 2
-            while name.lower() in self._taken:
-                name, n = f"{base}_{n}", n + 1
-            self._taken.add(name.lower())
-            self._names[path] = name
-        return name
+    # -- published values (on the runtime loop) --------------------------------------------
+
+    def _refresh_published(self, svc: Any) -> None:
+        scan = svc.scan
+        now = time.monotonic()
+        finished = scan is not None and scan.finished
+        new_scan = scan is not self._pub_scan
+        recent = now - self._pub_at < self.PublishPeriod
+        if not new_scan and recent and (not finished or self._pub_final):
+            return
+        self._pub_at = now
+        self._pub_final = finished
+        found: list[Leaf] = []
+        with svc.publish() as tree:
+            # Copies, taken under the payload's lock: the payload may change arrays in place.
+            for leaf in leaves(tree):
+                if isinstance(leaf.value, np.ndarray):
+                    if leaf.nbytes > MAX_ATTRIBUTE_BYTES:
+                        leaf = dataclasses.replace(
+                            leaf,
+                            kind="",
+                            value=None,
+                            problem=f"{leaf.nbytes / 2**20:.0f} MiB is more than the "
+                            f"{MAX_ATTRIBUTE_BYTES >> 20} MiB an attribute may carry",
+                        )
+                    else:
+                        leaf = dataclasses.replace(leaf, value=leaf.value.copy())
+                found.append(leaf)
+        if new_scan:
+            # A new scan names its values afresh; attributes of values gone disappear.
+            self._pub_scan = scan
+            taken = [*self.pushed, *RESERVED_NAMES]
+            self._names = assign_names([lf.path for lf in found if lf.kind], taken)
+        else:
+            extra = [lf.path for lf in found if lf.kind and lf.path not in self._names]
+            if extra:
+                taken = [*self.pushed, *RESERVED_NAMES, *self._names.values()]
+                self._names.update(assign_names(extra, taken))
+        published, problems = {}, {}
+        for leaf in found:
+            if leaf.kind:
+                published[self._names[leaf.path]] = leaf
+            else:
+                problems[leaf.path] = leaf.problem
+                if leaf.path not in self._reported:
+                    self._reported.add(leaf.path)
+                    self.warn_stream(
+                        f"published value {leaf.path} is not an attribute: {leaf.problem}"
+                    )
+        self._published, self._problems = published, problems
 
     def collect_service(self, svc: Any) -> Snapshot:
         c = svc.counters()
+        self._refresh_published(svc)
+        results = [
+            f"{leaf.path} -> {name} ({leaf.kind} {leaf.dtype})"
+            for name, leaf in sorted(self._published.items(), key=lambda kv: kv[1].path)
+        ]
+        results += [
+            f"{path}: not an attribute ({why})" for path, why in sorted(self._problems.items())
+        ]
         values: dict[str, Any] = {
             "ProcessedResults": int(c["results"]),
             "Errors": int(c["errors"]),
             "LastError": c["last_error"] or "",
             "ResultFile": c["output"] or "",
+            "Results": results,
         }
-        published: dict[str, Any] = {}
-        with svc.publish() as tree:
-            for path, value in scalar_leaves(tree):
-                published[self._name_for(path)] = value
-        values["Results"] = [f"{p} -> {n}" for p, n in sorted(self._names.items())]
-        values.update(published)
+        for name, leaf in self._published.items():
+            values[name] = leaf.value
         scan_errors = self._errors.count(svc.scan, int(c["errors"]))
         cls = self.ReducerClass
         if svc.scan_active:
@@ -138,24 +176,42 @@ class DransposeReducer(DataServiceDevice):
             text += f" {scan_errors} results failed in this scan; last: {c['last_error']}"
         return Snapshot(state, text, values)
 
-    # -- dynamic attributes ----------------------------------------------------------------
+    # -- dynamic attributes (Tango side, holding the monitor) ------------------------------
 
     def before_push(self, snap: Snapshot) -> None:
-        for name in self._names.values():
-            if name in self._dynamic or name not in snap.values:
+        wanted = dict(self._published)
+        for name, shape in list(self._dynamic.items()):
+            leaf = wanted.get(name)
+            if leaf is None or _shape(leaf) != shape:
+                self.remove_attribute(name)
+                del self._dynamic[name]
+        for name, leaf in wanted.items():
+            if name in self._dynamic:
                 continue
-            value = snap.values[name]
-            dtype = type(value)
-            self.add_attribute(
-                attribute(
-                    name=name,
-                    dtype={bool: bool, int: "int64", float: float}.get(dtype, str),
-                    access=AttrWriteType.READ,
-                    fget=self._read_published,
-                )
-            )
+            self.add_attribute(self._make_attribute(name, leaf))
             self.set_change_event(name, True, False)
-            self._dynamic[name] = dtype
+            self._dynamic[name] = _shape(leaf)
+
+    def _make_attribute(self, name: str, leaf: Leaf) -> attribute:
+        kwargs: dict[str, Any] = {}
+        if leaf.kind == "spectrum":
+            kwargs = {"dformat": AttrDataFormat.SPECTRUM, "max_dim_x": _SPECTRUM_MAX}
+        elif leaf.kind == "image":
+            kwargs = {
+                "dformat": AttrDataFormat.IMAGE,
+                "max_dim_x": _IMAGE_MAX,
+                "max_dim_y": _IMAGE_MAX,
+            }
+        return attribute(
+            name=name,
+            dtype=_TYPES.get(leaf.dtype, leaf.dtype),
+            access=AttrWriteType.READ,
+            fget=self._read_published,
+            unit=leaf.unit,
+            label=leaf.label or leaf.path,
+            doc=leaf.description or f"published value {leaf.path}",
+            **kwargs,
+        )
 
     def dynamic_pushed(self) -> tuple[str, ...]:
         return tuple(self._dynamic)
@@ -165,4 +221,7 @@ class DransposeReducer(DataServiceDevice):
         value = self.value(name)
         if value is None:
             raise ValueError(f"{name} has no value in the current scan")
-        return self._dynamic[name](value)
+        return value
+
+
+RESERVED_NAMES = ("State", "Status", "Init")

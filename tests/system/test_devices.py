@@ -212,7 +212,9 @@ def test_a_three_stream_scan_by_tango_commands_only(suite: Suite, simulators: li
     assert list(tree["value_sardana"][data]) == list(range(points))
     assert np.all(np.isfinite(tree["value_pcap_rot"][data]))
     # The reducer's published scalar is an attribute, with the final value.
-    assert "count -> count" in red.Results
+    assert "count -> count (scalar int64)" in red.Results
+    assert "value_sardana -> value_sardana (spectrum float64)" in red.Results
+    assert list(red.value_sardana[data]) == list(range(points))
     assert red.read_attribute("count").value == tree["count"]
     workers = [suite.proxy(w) for w in WORKERS]
     assert sum(w.ProcessedEvents for w in workers) >= points + 2
@@ -356,7 +358,7 @@ def test_every_component_shows_a_readable_status(suite: Suite) -> None:
 
 
 def test_a_misconfigured_device_is_in_fault_saying_which_property(
-    tango_db: TangoDb, tmp_path: Path
+    suite: Suite, tango_db: TangoDb, tmp_path: Path
 ) -> None:
     config = {
         "servers": {
@@ -383,5 +385,9 @@ def test_a_misconfigured_device_is_in_fault_saying_which_property(
         assert "WorkerClass property is not set" in unset.status()
         assert str(nosuch.state()) == "FAULT"
         assert "nosuch_package" in nosuch.status()
+        # They belong to another pipeline of the same DB: this one does not see them.
+        ctrl = ready(suite)
+        assert not any("broken" in line for line in ctrl.Workers)
+        assert len(ctrl.Workers) == 3
     finally:
         broken.stop()
