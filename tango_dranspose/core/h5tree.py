@@ -71,10 +71,13 @@ def write_tree(
             skipped.append(f"{where} (None)")
         else:
             arr = _as_array(value)
-            if arr is None:
-                skipped.append(f"{where} ({type(value).__name__})")
+            if arr is None or (arr.dtype == object and h5py.check_string_dtype(arr.dtype) is None):
+                skipped.append(f"{where} ({type(value).__name__} of Python objects)")
                 continue
-            group.create_dataset(key, data=arr)
+            try:
+                group.create_dataset(key, data=arr)
+            except (TypeError, ValueError) as exc:
+                skipped.append(f"{where} ({exc})")
     for name, mapping in attrs.items():
         target = group if name == "" else group.get(name)
         if target is None or not isinstance(mapping, Mapping):

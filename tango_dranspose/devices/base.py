@@ -83,6 +83,7 @@ class PipelineDevice(Device):
         self._snapshot = Snapshot(DevState.INIT, "Starting.", {})
         self._pushed_values: dict[str, Any] = {}
         self._fault: str | None = None
+        self._last_key: Any = None
         for name in ("State", "Status", *self.pushed):
             self.set_change_event(name, True, False)
         self._runner = LoopThread(f"runtime:{self.get_name()}", tango.EnsureOmniThread)
@@ -133,8 +134,21 @@ class PipelineDevice(Device):
         return self._runner.call(coro, timeout)
 
     def changed(self) -> None:
-        """The service changed something: push soon (called from the loop, must not block)."""
-        self._wake.set()
+        """The service handled a message (called on the loop, for every message: keep it
+        cheap). Only a change of ``state_key`` pushes at once; counters wait for the next
+        ``EventPeriod`` tick, so that a busy scan does not pay for snapshots per message."""
+        key = self.state_key()
+        if key != self._last_key:
+            self._last_key = key
+            self._wake.set()
+
+    def tick_period(self) -> float:
+        """Seconds between regular snapshots and pushes."""
+        return float(self.EventPeriod)
+
+    def state_key(self) -> Any:
+        """Runs on the loop: what, when it changes, is worth pushing at once (State, scan)."""
+        return None
 
     def value(self, name: str, default: Any = None) -> Any:
         return self._snapshot.values.get(name, default)
@@ -175,13 +189,13 @@ class PipelineDevice(Device):
             last_push = 0.0
             while not stop.is_set():
                 # Wake at least every second for periodic() (DB lookups), whatever EventPeriod.
-                woken = wake.wait(min(self.EventPeriod, PERIODIC_INTERVAL))
+                woken = wake.wait(min(self.tick_period(), PERIODIC_INTERVAL))
                 if stop.is_set():
                     return
                 wake.clear()
                 try:
                     self.periodic()
-                    if not woken and time.monotonic() - last_push < self.EventPeriod:
+                    if not woken and time.monotonic() - last_push < self.tick_period():
                         continue
                     last_push = time.monotonic()
                     # Snapshot and push under the monitor, so that a command's own push

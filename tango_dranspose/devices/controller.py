@@ -10,7 +10,9 @@ import tango
 from tango import DevState
 from tango.server import command, device_property
 
+from tango_dranspose.core.parameters import ParameterError
 from tango_dranspose.devices import discovery
+from tango_dranspose.devices import parameters as pattrs
 from tango_dranspose.devices.attrs import snap
 from tango_dranspose.devices.base import PipelineDevice, Snapshot, throw
 from tango_dranspose.devices.status import ledger_lines, plural, scan_problems
@@ -57,6 +59,9 @@ class DransposeController(PipelineDevice):
         "ReducerErrors",
         "LastError",
         "ResultFile",
+        "Parameters",
+        "ParameterVersion",
+        "ParameterHistory",
     )
 
     ControlAddress = snap(
@@ -87,6 +92,19 @@ class DransposeController(PipelineDevice):
     ReducerErrors = snap("ReducerErrors", "int64", "Payload exceptions of the reducer in the scan")
     LastError = snap("LastError", str, "The last error of the current or last scan")
     ResultFile = snap("ResultFile", str, "The result file the reducer wrote for the last scan")
+    Parameters = snap(
+        "Parameters", (str,), "Names of the payloads' parameters (attributes param_NAME)"
+    )
+    ParameterVersion = snap(
+        "ParameterVersion", "int64", "Version of the current parameter values (grows on change)"
+    )
+    ParameterHistory = snap(
+        "ParameterHistory",
+        (str,),
+        "Parameter versions of the current or last scan: from which event, and the first "
+        "event each worker computed with it",
+    )
+    ParameterHistoryJson = snap("ParameterHistoryJson", str, "ParameterHistory as JSON")
 
     # -- runtime ---------------------------------------------------------------------------
 
@@ -95,6 +113,7 @@ class DransposeController(PipelineDevice):
         self._members_at = 0.0
         self._armed_map = ""
         self._metadata = ""
+        self._param_attrs: dict[str, str] = {}  # attribute name -> parameter name
         self._scheduler = Scheduler(
             f"tcp://{self.ListenHost}:{self.ControlPort}", window=self.Window
         )
@@ -217,8 +236,87 @@ class DransposeController(PipelineDevice):
             "ReducerErrors": int(summary.get("reducer_errors", 0) or 0),
             "LastError": summary.get("last_error") or "",
             "ResultFile": str((summary.get("reducer") or {}).get("output") or ""),
+            **self._parameter_values(summary.get("parameters") or {}),
         }
         return Snapshot(*self._state(summary, dead, absent, comps), values)
+
+    def state_key(self) -> Any:
+        scan = self._scheduler.scan
+        return (
+            None if scan is None else (scan.scan_id, scan.state),
+            len(self._scheduler.components),
+            self._scheduler.params.current.number,
+            len(self._scheduler.params.descriptions),
+        )
+
+    def _parameter_values(self, params: dict[str, Any]) -> dict[str, Any]:
+        store = self._scheduler.params
+        values: dict[str, Any] = {
+            "Parameters": sorted(store.descriptions),
+            "ParameterVersion": int(params.get("version", 0)),
+            "ParameterHistoryJson": json.dumps(params.get("segments", [])),
+        }
+        lines = []
+        for seg in params.get("segments", []):
+            shown = ", ".join(f"{k}={v}" for k, v in seg["values"].items())
+            applied = ", ".join(f"{w} at {e}" for w, e in seg["applied"].items()) or "nobody yet"
+            lines.append(
+                f"v{seg['version']} from event {seg['from_event']}: {shown or '(defaults)'}; "
+                f"used by {applied}"
+            )
+        values["ParameterHistory"] = lines
+        for name, desc in store.descriptions.items():
+            values[pattrs.attribute_name(name)] = pattrs.typed(desc, store.value_of(name))
+        return values
+
+    # -- parameter attributes (Tango side) -------------------------------------------------
+
+    def before_push(self, snap: Snapshot) -> None:
+        store = self._scheduler.params
+        for name in snap.values.get("Parameters", []):
+            attr = pattrs.attribute_name(name)
+            if attr in self._param_attrs:
+                continue
+            desc = store.descriptions[name]
+            self.add_attribute(
+                pattrs.make_attribute(desc, self._read_parameter, self._write_parameter)
+            )
+            self.set_change_event(attr, True, False)
+            self._param_attrs[attr] = name
+            self._restore(name, attr)
+
+    def _restore(self, name: str, attr: str) -> None:
+        """After a restart, the memorized value comes back (unless set meanwhile)."""
+        store = self._scheduler.params
+        if name in store.values:
+            return
+        try:
+            text = pattrs.memorized_value(self.get_name(), attr)
+            if text is not None:
+                raw = pattrs.from_memorized(store.descriptions[name], text)
+                self.run(self._scheduler.set_parameters({name: raw}))
+        except (tango.DevFailed, ParameterError, TimeoutError) as exc:
+            self.warn_stream(f"cannot restore the memorized {attr}: {exc}")
+
+    def dynamic_pushed(self) -> tuple[str, ...]:
+        return tuple(self._param_attrs)
+
+    def _read_parameter(self, attr: tango.Attribute) -> Any:
+        return self.value(attr.get_name())
+
+    def _write_parameter(self, attr: tango.WAttribute) -> None:
+        name = self._param_attrs[attr.get_name()]
+        desc = self._scheduler.params.descriptions[name]
+        try:
+            raw = pattrs.raw_value(desc, attr.get_write_value())
+            version = self.run(self._scheduler.set_parameters({name: raw}))
+        except ParameterError as exc:
+            throw("DRANSPOSE_InvalidParameter", str(exc), "DransposeController.write")
+        if version is not None:
+            self.info_stream(f"parameter {name} changed: version {version.number}")
+        self.refresh_now()
+
+    # -- state -----------------------------------------------------------------------------
 
     def _state(
         self, summary: dict[str, Any], dead: list[str], absent: list[str], comps: dict[str, Any]

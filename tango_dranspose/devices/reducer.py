@@ -92,6 +92,9 @@ class DransposeReducer(DataServiceDevice):
             output_dir=self.ResultDir or None,
         )
 
+    def tick_period(self) -> float:
+        return min(float(self.EventPeriod), float(self.PublishPeriod))
+
     # -- published values (on the runtime loop) --------------------------------------------
 
     def _refresh_published(self, svc: Any) -> None:

@@ -91,6 +91,12 @@ class ServiceDevice(PipelineDevice):
             self._service = None
             await svc.close()
 
+    def state_key(self) -> Any:
+        svc = self._service
+        if svc is None:
+            return None
+        return (id(svc), svc.scan_active, svc.last_heard is None)
+
     def collect(self) -> Snapshot:
         svc = self._service
         if svc is None:

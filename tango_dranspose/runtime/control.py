@@ -1,8 +1,9 @@
 """Arming and watching a scheduler from another process (CLI, tests) until Tango does it.
 
 The scheduler process binds a ROUTER for clients; requests are JSON objects with ``cmd``
-(``arm``, ``stop``, ``abort``, ``status``, ``wait``) and are answered concurrently, so a client
-waiting for the end of a scan does not block another asking for the status.
+(``arm``, ``stop``, ``abort``, ``parameters``, ``status``, ``wait``) and are answered
+concurrently, so a client waiting for the end of a scan does not block another asking for the
+status.
 """
 
 from __future__ import annotations
@@ -85,6 +86,13 @@ class ControlServer:
         if cmd in ("stop", "abort"):
             await s.stop("stopped" if cmd == "stop" else "aborted")
             return {"ok": True}
+        if cmd == "parameters":
+            values = {k: str(v).encode() for k, v in (request.get("values") or {}).items()}
+            try:
+                version = await s.set_parameters(values)
+            except ValueError as exc:
+                return {"ok": False, "error": str(exc)}
+            return {"ok": True, "version": None if version is None else version.number}
         if cmd == "status":
             return {"ok": True, **self.status()}
         if cmd == "wait":

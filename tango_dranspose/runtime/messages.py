@@ -77,6 +77,15 @@ class Finished(Message):
     summary: dict[str, Any] = {}
 
 
+class ParametersApplied(Message):
+    """A worker processed its first event with a parameter version."""
+
+    op: Literal["applied"] = "applied"
+    scan: int
+    version: int
+    event: int
+
+
 class Status(Message):
     """Periodic liveness and counters."""
 
@@ -95,6 +104,9 @@ class Arm(Message):
     reducer: str | None = None  # reducer data address
     parameters: dict[str, str] = {}  # name -> raw value (latin-1 text of the bytes)
     parameters_hash: str = ""
+    parameters_version: int = 0
+    # Every payload's parameter descriptions: a reducer types the workers' parameters too.
+    descriptions: list[dict[str, Any]] = []
     metadata: dict[str, Any] = {}
     record_dir: str | None = None
     window: int = 32
@@ -123,6 +135,18 @@ class Finish(Message):
     scan: int
     reason: str = "complete"  # complete | stopped | aborted
     expected_results: int | None = None
+    ledger: dict[str, dict[str, Any]] = {}  # reducer: for the result file
+
+
+class SetParameters(Message):
+    """New parameter values for events from ``from_event`` on (workers switch there)."""
+
+    op: Literal["parameters"] = "parameters"
+    scan: int
+    version: int
+    hash: str
+    parameters: dict[str, str]  # all values, latin-1 text of the bytes
+    from_event: int
 
 
 class Welcome(Message):
@@ -137,9 +161,12 @@ class Seen(Message):
 
 
 ToScheduler = Annotated[
-    Hello | Armed | Done | Ingested | Reduced | Finished | Status, Field(discriminator="op")
+    Hello | Armed | Done | Ingested | Reduced | Finished | Status | ParametersApplied,
+    Field(discriminator="op"),
 ]
-ToService = Annotated[Arm | Assign | Expect | Finish | Welcome | Seen, Field(discriminator="op")]
+ToService = Annotated[
+    Arm | Assign | Expect | Finish | Welcome | Seen | SetParameters, Field(discriminator="op")
+]
 
 # One pydantic-core call parses and validates a message (several are handled per event).
 _TO_SCHEDULER: TypeAdapter[Message] = TypeAdapter(ToScheduler)

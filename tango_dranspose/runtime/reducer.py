@@ -13,7 +13,7 @@ import queue
 import time
 import traceback
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +37,10 @@ from tango_dranspose.runtime.messages import (
     Hello,
     Message,
     Reduced,
+    SetParameters,
     decode_parameters,
 )
+from tango_dranspose.runtime.resultfile import ScanRecord, VersionRecord, write_record
 from tango_dranspose.runtime.service import PayloadService
 
 REPORT_INTERVAL = 0.05
@@ -56,6 +58,10 @@ class _Scan:
     expected: int | None = None
     finishing: str | None = None
     finished: bool = False
+    record: ScanRecord | None = None
+    # Parameters of each version by hash, for results computed with it (thread-owned).
+    by_hash: dict[str, dict[str, Any]] = field(default_factory=dict)
+    written_at: float = 0.0
 
 
 class ReducerService(PayloadService):
@@ -70,11 +76,13 @@ class ReducerService(PayloadService):
         bind: str = "tcp://127.0.0.1:0",
         search: list[str] | None = None,
         output_dir: str | None = None,
+        write_interval: float | None = 10.0,
     ) -> None:
         super().__init__(
             name, scheduler, reducer_class, bind=bind, search=search, queue_size=10_000
         )
         self.output_dir = Path(output_dir) if output_dir else None
+        self.write_interval = write_interval  # seconds between rewrites of the file mid-scan
         self.scan: _Scan | None = None
         self.results = 0
         self.errors = 0
@@ -117,8 +125,9 @@ class ReducerService(PayloadService):
     async def handle(self, msg: Message) -> None:
         if isinstance(msg, Arm):
             raw = decode_parameters(msg.parameters)
+            self.learn_descriptions(msg.descriptions)
             try:
-                params = ParameterSet(self.descriptions, raw).as_dict()
+                params = ParameterSet(self.all_descriptions, raw).as_dict()
             except ValueError as exc:
                 await self.send(Armed(scan=msg.scan, ok=False, error=str(exc)))
                 return
@@ -140,16 +149,27 @@ class ReducerService(PayloadService):
                 )
             )
             scan = _Scan(msg.scan, msg.scan_id, params, output, allow)
+            scan.by_hash[msg.parameters_hash] = params
+            scan.record = ScanRecord(msg.scan_id, dict(msg.metadata))
+            scan.record.versions[msg.parameters_hash] = VersionRecord(
+                msg.parameters_version, msg.parameters_hash, raw
+            )
             done: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
             self._work.put(("arm", scan, done))
             error = await done
             if error is None:
                 self.scan = scan
             await self.send(Armed(scan=msg.scan, ok=error is None, error=error))
+        elif isinstance(msg, SetParameters):
+            current = self.scan
+            if current is not None and msg.scan == current.number:
+                self._work.put(("params", current, msg))
         elif isinstance(msg, Finish):
             current = self.scan
             if current is None or msg.scan != current.number:
                 return
+            if current.record is not None:
+                current.record.ledger = dict(msg.ledger)
             self._work.put(("finish", current, msg.reason, msg.expected_results))
 
     # -- data ----------------------------------------------------------------------------
@@ -218,6 +238,10 @@ class ReducerService(PayloadService):
                 else:
                     next_timer = time.monotonic() + 1.0
                 self._report(scan, force=False)
+                self._write_periodically(scan)
+                continue
+            if what == "params":
+                self._add_version(item[1], item[2])
                 continue
             if what == "results":
                 _, rscan, worker, phash, results = item
@@ -264,11 +288,60 @@ class ReducerService(PayloadService):
             self.log.error("rejected a result: %s", self.last_error)
             return
         result = ResultData(event, worker, payload, phash)
+        # A result is reduced with the parameters it was computed with.
+        params = scan.by_hash.get(phash, scan.params)
+        if scan.record is not None and phash in scan.record.versions:
+            scan.record.versions[phash].count(event)
         self._run(
             f"process_result (event {event})",
             scan,
-            lambda: scan.payload.process_result(result, scan.params),
+            lambda: scan.payload.process_result(result, params),
         )
+
+    def _add_version(self, scan: _Scan, msg: SetParameters) -> None:
+        raw = decode_parameters(msg.parameters)
+        try:
+            params = ParameterSet(self.all_descriptions, raw).as_dict()
+        except ValueError as exc:
+            self.errors += 1
+            self.last_error = f"parameters version {msg.version}: {exc}"
+            self.log.error("cannot use %s", self.last_error)
+            return
+        scan.by_hash[msg.hash] = params
+        scan.params = params  # timer and finish see the newest values
+        if scan.record is not None:
+            scan.record.versions[msg.hash] = VersionRecord(
+                msg.version, msg.hash, raw, from_event=msg.from_event
+            )
+
+    def _write(self, scan: _Scan, complete: bool) -> str | None:
+        """Write the result file (publish tree and record); returns its path."""
+        payload = scan.payload
+        if scan.output is None or payload is None:
+            return None
+        record = scan.record
+        if record is not None:
+            record.end_reason = scan.finishing if complete else None
+        with payload.reading() as tree:
+            if tree is None:
+                return None
+            extra = None if record is None else (lambda f: write_record(f, record, complete))
+            write_file(scan.output, tree, extra=extra)
+        scan.written_at = time.monotonic()
+        return str(scan.output)
+
+    def _write_periodically(self, scan: _Scan | None) -> None:
+        if scan is None or scan.finished or not self.write_interval or scan.results == 0:
+            return
+        if time.monotonic() - scan.written_at < self.write_interval:
+            return
+        try:
+            self._write(scan, complete=False)
+        except Exception as exc:
+            self.errors += 1
+            self.last_error = f"writing {scan.output}: {exc}"
+            self.log.exception("writing the result file failed")
+        scan.written_at = time.monotonic()  # a failing disk is retried at the same pace
 
     def _maybe_finish(self, scan: _Scan) -> None:
         if scan.finished or scan.finishing is None:
@@ -288,10 +361,7 @@ class ReducerService(PayloadService):
         written = None
         if scan.output is not None and payload is not None:
             try:
-                with payload.reading() as tree:
-                    if tree is not None:
-                        write_file(scan.output, tree)
-                        written = str(scan.output)
+                written = self._write(scan, complete=True)
             except Exception as exc:
                 self.errors += 1
                 self.last_error = f"writing {scan.output}: {exc}"

@@ -9,6 +9,7 @@ from typing import Any
 
 from tango_dranspose.core.assignment import Assigner
 from tango_dranspose.core.triggermap import TriggerMap
+from tango_dranspose.runtime.paramstore import Segment
 from tango_dranspose.runtime.stats import Rate
 
 DEAD_AFTER = 4.0  # seconds without a message before a component counts as gone
@@ -66,6 +67,7 @@ class ScanState:
     ended: float | None = None
     rate: Rate = field(default_factory=Rate)
     end_reason: str | None = None
+    segments: list[Segment] = field(default_factory=list)  # parameter versions, in order
 
 
 def scan_summary(

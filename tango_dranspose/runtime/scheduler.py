@@ -21,7 +21,7 @@ from typing import Any
 import zmq
 
 from tango_dranspose.core.assignment import Assigner, NotEnoughWorkers, WorkerSpec
-from tango_dranspose.core.parameters import ParameterSet
+from tango_dranspose.core.parameters import ParameterError
 from tango_dranspose.core.triggermap import TriggerMap, TriggerMapError
 from tango_dranspose.runtime import transport
 from tango_dranspose.runtime.messages import (
@@ -35,14 +35,17 @@ from tango_dranspose.runtime.messages import (
     Hello,
     Ingested,
     Message,
+    ParametersApplied,
     ProtocolError,
     Reduced,
     Seen,
+    SetParameters,
     Status,
     Welcome,
     encode_parameters,
     load_to_scheduler,
 )
+from tango_dranspose.runtime.paramstore import ParameterStore, Segment, Version
 from tango_dranspose.runtime.scanstate import Component, ScanState, scan_summary
 
 log = logging.getLogger("tango_dranspose.scheduler")
@@ -66,6 +69,7 @@ class Scheduler:
         self.protocol_errors = 0
         self.internal_errors = 0  # messages or callbacks whose handling failed (each logged)
         self.on_change: Callable[[], None] | None = None
+        self.params = ParameterStore()
         self._serial = 0
         self._tasks: list[asyncio.Task[Any]] = []
         self.address = ""
@@ -152,6 +156,10 @@ class Scheduler:
                 msg.payload,
                 msg.pid,
             )
+            try:
+                self.params.describe_from(msg.parameters)
+            except ValueError as exc:
+                log.warning("%s %s describes parameters badly: %s", msg.kind, name, exc)
             log.info("%s %s registered (%s)", msg.kind, name, msg.address or ", ".join(msg.streams))
             await self._send(name, Seen())
             async with self.registered:
@@ -163,6 +171,12 @@ class Scheduler:
             return
         if scan is None or getattr(msg, "scan", None) != scan.number:
             return  # late news about an earlier scan
+        if isinstance(msg, ParametersApplied):
+            if scan is not None and msg.scan == scan.number:
+                for segment in scan.segments:
+                    if segment.version.number == msg.version:
+                        segment.applied.setdefault(name, msg.event)
+            return
         if isinstance(msg, Armed):
             if msg.ok:
                 scan.armed.add(name)
@@ -247,12 +261,17 @@ class Scheduler:
             assigner = Assigner(tmap, specs, slots=self.window)
         except NotEnoughWorkers as exc:
             raise ArmError(str(exc)) from None
+        try:
+            self.params.update(dict(parameters or {}), allow_unknown=True)
+        except ParameterError as exc:
+            raise ArmError(str(exc)) from None
         self._serial += 1
         ingesters: dict[str, list[str]] = {}
         for stream in tmap.streams:
             ingesters.setdefault(owners[stream], []).append(stream)
-        raw = dict(parameters or {})
-        params_hash = ParameterSet({}, raw).hash
+        version = self.params.current
+        raw = dict(version.values)
+        params_hash = version.hash
         meta = dict(metadata or {})
         scan = ScanState(
             number=self._serial,
@@ -266,6 +285,7 @@ class Scheduler:
             window=self.window,
             assigner=assigner,
         )
+        scan.segments.append(Segment(version, 0))
         self.scan = scan
         addresses = {w.name: w.address or "" for w in workers}
         base = {
@@ -273,6 +293,8 @@ class Scheduler:
             "scan_id": scan.scan_id,
             "parameters": encode_parameters(raw),
             "parameters_hash": params_hash,
+            "parameters_version": version.number,
+            "descriptions": [d.model_dump(mode="json") for d in self.params.descriptions.values()],
             "metadata": meta,
             "window": self.window,
             "total_events": len(tmap),
@@ -284,9 +306,8 @@ class Scheduler:
         for worker in workers:
             await self._send(worker.name, Arm(**base, reducer=reducers[0].address))
         payloads = sorted({w.payload for w in workers if w.payload})
-        await self._send(
-            scan.reducer, Arm(**{**base, "metadata": {**meta, "worker_payloads": payloads}})
-        )
+        reducer_meta = {**meta, "worker_payloads": payloads, "trigger_map": tmap.to_json()}
+        await self._send(scan.reducer, Arm(**{**base, "metadata": reducer_meta}))
         try:
             await asyncio.wait_for(scan.armed_event.wait(), ARM_TIMEOUT)
         except asyncio.TimeoutError:
@@ -392,7 +413,12 @@ class Scheduler:
             await self._send(name, Finish(scan=scan.number, reason=reason))
         await self._send(
             scan.reducer,
-            Finish(scan=scan.number, reason=reason, expected_results=scan.results_expected),
+            Finish(
+                scan=scan.number,
+                reason=reason,
+                expected_results=scan.results_expected,
+                ledger=scan.ledgers,
+            ),
         )
 
     async def _broadcast(self, scan: ScanState, msg: Message) -> None:
@@ -411,6 +437,48 @@ class Scheduler:
         del self.history[:-20]
         scan.done_event.set()
         log.info("scan %s %s", scan.scan_id, scan.state)
+
+    async def set_parameters(self, values: dict[str, bytes]) -> Version | None:
+        """Change parameters; raises ParameterError naming what is wrong.
+
+        During a scan the change applies from the first event not yet assigned: workers and
+        the reducer get it now, before any later assignment, and switch at that event.
+        Between scans it applies to the next scan. Returns the new version (None: no change).
+        """
+        scan = self.scan
+        running = scan is not None and scan.state == "running" and scan.assigner is not None
+        if not running:
+            version = self.params.update(values)
+            self._changed()
+            return version
+        assert scan is not None and scan.assigner is not None
+        from_event = scan.assigner.next_event
+        version = self.params.update(values)
+        if version is None:
+            return None
+        scan.segments.append(Segment(version, from_event))
+        msg = SetParameters(
+            scan=scan.number,
+            version=version.number,
+            hash=version.hash,
+            parameters=encode_parameters(version.values),
+            from_event=from_event,
+        )
+        for name in [*scan.workers, scan.reducer]:
+            await self._send(name, msg)
+        log.info(
+            "parameters version %d from event %d of %s", version.number, from_event, scan.scan_id
+        )
+        self._changed()
+        return version
+
+    def parameter_summary(self) -> dict[str, Any]:
+        """The current values and the versions of the current (or last) scan."""
+        scan = self.scan
+        cur = self.params.current
+        descs = self.params.descriptions
+        segments = [seg.describe(descs) for seg in scan.segments] if scan is not None else []
+        return {"version": cur.number, "hash": cur.hash, "segments": segments}
 
     async def stop(self, reason: str = "stopped", grace: float | None = None) -> None:
         """End the current scan now; the reducer still runs ``finish`` with what it has.
@@ -478,6 +546,7 @@ class Scheduler:
         """The current (or last) scan's state, counters and ledger."""
         return {
             **scan_summary(self.scan, self.components, self.dead_components()),
+            "parameters": self.parameter_summary(),
             "protocol_errors": self.protocol_errors,
             "internal_errors": self.internal_errors,
         }

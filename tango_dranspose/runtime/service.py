@@ -20,6 +20,7 @@ from typing import Any
 
 import zmq
 
+from tango_dranspose.core.parameters import describe
 from tango_dranspose.core.payload import close_payload, describe_class, load_class
 from tango_dranspose.runtime import transport
 from tango_dranspose.runtime.messages import (
@@ -190,6 +191,9 @@ class PayloadService(Service):
         self.payload_spec = payload
         self.cls = load_class(payload, search or [])
         self.descriptions = describe_class(self.cls)
+        # This payload's descriptions and, from each Arm, those of the pipeline's other
+        # payloads: parameters are shared, so each payload sees all of them typed.
+        self.all_descriptions: dict[str, Any] = dict(self.descriptions)
         self.bind_address = bind
         self.address = ""
         self.context: dict[str, Any] = {}  # survives across scans, as dranspose promises
@@ -221,6 +225,14 @@ class PayloadService(Service):
         if self._thread is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 5)
         self.data.close(0)
+
+    def learn_descriptions(self, described: list[dict[str, Any]]) -> None:
+        try:
+            others = describe(described)
+        except ValueError as exc:
+            self.log.warning("ignoring parameter descriptions from the scheduler: %s", exc)
+            return
+        self.all_descriptions = {**others, **self.descriptions}
 
     def close_payload(self, payload: Any) -> None:
         """The process is shutting down: let the last payload instance release what it holds."""

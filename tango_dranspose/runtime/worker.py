@@ -31,6 +31,8 @@ from tango_dranspose.runtime.messages import (
     Finished,
     Hello,
     Message,
+    ParametersApplied,
+    SetParameters,
     decode_parameters,
 )
 from tango_dranspose.runtime.service import PayloadService
@@ -48,6 +50,10 @@ class _Scan:
     partial: dict[int, dict[str, StreamData]] = field(default_factory=dict)
     stopped: bool = False
     ended: bool = False  # the scheduler said Finish
+    version: int = 0
+    announced: bool = False  # the scheduler knows which version this worker started with
+    # Parameter versions still to come, (from_event, version, hash, params); thread-owned.
+    switches: deque[tuple[int, int, str, dict[str, Any]]] = field(default_factory=deque)
 
 
 DONE_DELAY = 0.01  # seconds an acknowledgement may wait for company
@@ -122,6 +128,10 @@ class WorkerService(PayloadService):
             for event, streams, tick in msg.events:
                 scan.expect.append((event, frozenset(streams), tick))
             self._dispatch(scan)
+        elif isinstance(msg, SetParameters):
+            scan = self.scan
+            if scan is not None and msg.scan == scan.number and not scan.ended:
+                self._work.put(("params", scan, msg))
         elif isinstance(msg, Finish):
             scan = self.scan
             if scan is None or msg.scan != scan.number:
@@ -135,12 +145,14 @@ class WorkerService(PayloadService):
 
     async def _arm(self, msg: Arm) -> None:
         raw = decode_parameters(msg.parameters)
+        self.learn_descriptions(msg.descriptions)
         try:
-            params = ParameterSet(self.descriptions, raw).as_dict()
+            params = ParameterSet(self.all_descriptions, raw).as_dict()
         except ValueError as exc:
             await self.send(Armed(scan=msg.scan, ok=False, error=str(exc)))
             return
         scan = _Scan(msg.scan, params, msg.parameters_hash, msg.reducer)
+        scan.version = msg.parameters_version
         done: asyncio.Future[tuple[bool, str | None, float | None]] = (
             asyncio.get_running_loop().create_future()
         )
@@ -212,9 +224,20 @@ class WorkerService(PayloadService):
                     sock.connect(scan.reducer)
                     connected = scan.reducer
                 self.call_soon(item[2].set_result, result)
+            elif what == "params":
+                self._queue_switch(scan, item[2])
             elif what == "event":
                 if scan.stopped:
                     continue
+                event_number = item[2].event_number
+                if scan.switches and scan.switches[0][0] <= event_number:
+                    self._switch(sock, scan, event_number)
+                elif not scan.announced:
+                    scan.announced = True
+                    applied = ParametersApplied(
+                        scan=scan.number, version=scan.version, event=event_number
+                    )
+                    self.call_soon(self.send_nowait, applied)
                 self._process(scan, item[2], item[3])
                 box = self._outbox
                 if self._work.empty() or len(box.table) >= 64 or box.nbytes >= 1 << 20:
@@ -223,6 +246,28 @@ class WorkerService(PayloadService):
                 self._send_results(sock, scan)
                 self._finish(scan)
         sock.close()
+
+    def _queue_switch(self, scan: _Scan, msg: SetParameters) -> None:
+        try:
+            params = ParameterSet(
+                self.all_descriptions, decode_parameters(msg.parameters)
+            ).as_dict()
+        except ValueError as exc:
+            self.errors += 1
+            self.last_error = f"parameters version {msg.version}: {exc}"
+            self.log.error("cannot use %s", self.last_error)
+            return
+        scan.switches.append((msg.from_event, msg.version, msg.hash, params))
+
+    def _switch(self, sock: zmq.Socket[Any], scan: _Scan, event: int) -> None:
+        """Use the newest version that applies from ``event`` on; results so far go out
+        first, so that every results message carries one version."""
+        self._send_results(sock, scan)
+        while scan.switches and scan.switches[0][0] <= event:
+            _, scan.version, scan.parameters_hash, scan.params = scan.switches.popleft()
+        scan.announced = True
+        applied = ParametersApplied(scan=scan.number, version=scan.version, event=event)
+        self.call_soon(self.send_nowait, applied)
 
     def _construct(self, scan: _Scan) -> tuple[bool, str | None, float | None]:
         try:

@@ -288,6 +288,8 @@ def test_worker_errors_are_counted_and_the_scan_completes(deployment: Deployment
     np.testing.assert_allclose([got[f] for f in sorted(got)], [sums[f] for f in sorted(got)])
     assert status["worker_errors"] >= 4
     assert "refusing frame" in status["last_error"]
+    # Parameters stay set for later scans (as in dranspose) until changed.
+    assert deployment.client.request("parameters", values={"fail_every": 0})["ok"]
 
 
 def test_stop_mid_scan_then_the_next_scan_gets_only_its_own_frames(deployment: Deployment) -> None:

@@ -343,6 +343,8 @@ def test_payload_errors_are_counted_and_alarmed(suite: Suite, simulators: list[P
     assert "refusing frame" in ctrl.LastError
     failing = [w for w in (suite.proxy(n) for n in WORKERS) if str(w.state()) == "ALARM"]
     assert failing and all("refusing frame" in w.LastError for w in failing)
+    # Parameters stay set for later scans until changed.
+    ctrl.write_attribute("param_fail_every", 0)
 
 
 def test_every_component_shows_a_readable_status(suite: Suite) -> None:

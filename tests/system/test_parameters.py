@@ -1,0 +1,180 @@
+"""Parameters as controller attributes: typed, versioned mid-scan, recorded, memorized."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pytest
+import tango
+
+from tango_dranspose.deploy.database import TangoDb
+from tango_dranspose.deploy.processes import wait_until
+from tests.runtime.procs import Proc
+from tests.system.conftest import REPO, Events, Suite
+
+CTRL, CAM, RED = "par/dranspose/controller", "par/dranspose/cam", "par/dranspose/reducer"
+WORKERS = ["par/dranspose/worker-1", "par/dranspose/worker-2"]
+
+
+def deployment(results: Path) -> dict[str, Any]:
+    def dev(**props: Any) -> dict[str, Any]:
+        extra = {k: v if isinstance(v, list) else [str(v)] for k, v in props.items()}
+        return {"properties": {"Pipeline": ["params"], "EventPeriod": ["0.2"], **extra}}
+
+    payload = {"PayloadPath": [str(REPO)]}
+    return {
+        "servers": {
+            "DransposeController": {"par": {"DransposeController": {CTRL: dev()}}},
+            "DransposeIngester": {
+                "par": {
+                    "DransposeIngester": {
+                        CAM: dev(
+                            Streams="cam", Protocol="STINS", UpstreamUrl="pull+tcp://127.0.0.1:1"
+                        )
+                    }
+                }
+            },
+            "DransposeWorker": {
+                "par": {
+                    "DransposeWorker": {
+                        w: dev(WorkerClass="tests.system.payloads:ScaleWorker", **payload)
+                        for w in WORKERS
+                    }
+                }
+            },
+            "DransposeReducer": {
+                "par": {
+                    "DransposeReducer": {
+                        RED: dev(
+                            ReducerClass="tests.system.payloads:ScaleReducer",
+                            ResultDir=str(results),
+                            **payload,
+                        )
+                    }
+                }
+            },
+        }
+    }
+
+
+@pytest.fixture(scope="module")
+def suite(tango_db: TangoDb, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
+    state = tmp_path_factory.mktemp("params")
+    s = Suite(tango_db, deployment(state / "results"), state)
+    try:
+        s.start()
+        yield s
+    finally:
+        s.stop()
+
+
+def ready(suite: Suite) -> tango.DeviceProxy:
+    ctrl = suite.proxy(CTRL)
+    wait_until(
+        lambda: str(ctrl.state()) == "ON" and "2 workers" in ctrl.status()
+        and "param_scale" in [a.lower() for a in ctrl.get_attribute_list()],
+        60,
+        f"controller not ready: {ctrl.status()}",
+    )  # fmt: skip
+    return ctrl
+
+
+def camera(suite: Suite, n: int, interval: float) -> Proc:
+    cam = Proc(
+        "simulate", "stins", "-n", str(n), "--shape", "8x8", "-t", "push",
+        "--interval", str(interval), name="cam",
+    )  # fmt: skip
+    suite.put_properties(CAM, {"UpstreamUrl": [f"pull+{cam.expect('listening')}"]})
+    ing = suite.proxy(CAM)
+    ing.Init()
+    wait_until(lambda: str(ing.state()) == "ON", 30, f"ingester: {ing.status()}")
+    return cam
+
+
+def test_parameters_are_typed_attributes_with_descriptions(suite: Suite) -> None:
+    ctrl = ready(suite)
+    assert sorted(ctrl.Parameters) == ["label", "scale"]
+    conf = ctrl.get_attribute_config("param_scale")
+    assert conf.data_type == tango.CmdArgType.DevDouble
+    assert conf.writable == tango.AttrWriteType.READ_WRITE
+    assert "factor applied to frames" in conf.description
+    assert ctrl.get_attribute_config("param_label").data_type == tango.CmdArgType.DevString
+    assert ctrl.param_scale == 1.0  # the payload's default
+    with pytest.raises(TypeError, match="numeric"):
+        ctrl.write_attribute("param_scale", "not a number")  # refused by the Tango client
+    with pytest.raises(tango.DevFailed) as refused:
+        ctrl.Arm(json.dumps({"map": {"cam": [[{"constraint": 0}]]}, "parameters": {"scale": "x"}}))
+    assert refused.value.args[0].reason == "DRANSPOSE_ArmRefused"
+    assert "scale" in refused.value.args[0].desc
+
+
+def test_a_change_mid_scan_applies_from_a_reported_event_and_the_file_has_both(
+    suite: Suite,
+) -> None:
+    ctrl = ready(suite)
+    ctrl.write_attribute("param_scale", 1.0)
+    cam = camera(suite, 150, 0.02)
+    try:
+        cells = [[{"constraint": i % 2}] for i in range(150)]
+        ctrl.Arm(json.dumps({"map": {"cam": cells}, "scan_id": "versions", "title": "v test"}))
+        done = Events(ctrl, "CompletedEvents")
+        done.wait(lambda v: v >= 20)
+        done.close()
+        before = ctrl.ParameterVersion
+        ctrl.write_attribute("param_scale", 2.5)
+        assert ctrl.ParameterVersion == before + 1
+        assert ctrl.param_scale == 2.5
+        segments = json.loads(ctrl.ParameterHistoryJson)
+        assert [s["version"] for s in segments] == [before, before + 1]
+        switch = segments[1]["from_event"]
+        assert 20 <= switch < 152
+        state = Events(ctrl, "ScanState")
+        state.wait(lambda v: v == "finished", 90)
+        state.close()
+        segments = json.loads(ctrl.ParameterHistoryJson)
+        # Every worker reported the first event it computed with the new version: none
+        # before the switch.
+        assert set(segments[1]["applied"]) == set(WORKERS)
+        assert all(e >= switch for e in segments[1]["applied"].values())
+        assert any(
+            line.startswith(f"v{before + 1} from event {switch}") for line in ctrl.ParameterHistory
+        )
+        red = suite.proxy(RED)
+        wait_until(lambda: red.ResultFile == ctrl.ResultFile != "", 20, "no result file")
+        with h5py.File(ctrl.ResultFile, "r") as f:
+            event = f["event"][()]
+            worker_scale, reducer_scale = f["worker_scale"][()], f["reducer_scale"][()]
+            record = f["tango_dranspose"]
+            versions = {k: dict(v.attrs) for k, v in record["parameters"].items()}
+            assert json.loads(record["metadata"][()])["title"] == "v test"
+            assert record.attrs["title"] == "v test"
+            assert "parts" in json.loads(record["trigger_map"][()])
+            assert record["ledger/cam"].attrs["delivered"] == 152
+            assert record.attrs["complete"]
+            assert "tango-dranspose" in record["software"].attrs
+            assert record[f"parameters/v{before + 1}/scale"][()].decode() == "2.5"
+        np.testing.assert_array_equal(worker_scale[event < switch], 1.0)
+        np.testing.assert_array_equal(worker_scale[event >= switch], 2.5)
+        np.testing.assert_array_equal(reducer_scale, worker_scale)  # each with its own version
+        new = versions[f"v{before + 1}"]
+        assert new["from_event"] == switch
+        assert new["first_event"] == switch
+        assert sum(v["results"] for v in versions.values()) == len(event) == 150
+    finally:
+        cam.stop()
+
+
+def test_parameters_survive_a_controller_restart(suite: Suite) -> None:
+    ctrl = ready(suite)
+    ctrl.write_attribute("param_label", "kept")
+    ctrl.write_attribute("param_scale", 4.0)
+    suite.children["DransposeController/par"].stop()
+    suite.start(only="DransposeController/par")
+    ctrl = ready(suite)
+    wait_until(lambda: ctrl.param_scale == 4.0, 30, f"scale is {ctrl.param_scale}")
+    assert ctrl.param_label == "kept"
