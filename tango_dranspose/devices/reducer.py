@@ -47,6 +47,11 @@ class DransposeReducer(DataServiceDevice):
         doc="Write SCANID_processed.h5 here at the end of each scan (unless the scan names "
         "its output file)",
     )
+    ResultWritePeriod = device_property(
+        dtype=float,
+        default_value=10.0,
+        doc="Seconds between rewrites of the result file during a scan (0: only at the end)",
+    )
     PublishPeriod = device_property(
         dtype=float,
         default_value=0.2,
@@ -90,6 +95,7 @@ class DransposeReducer(DataServiceDevice):
             bind=self.data_bind(),
             search=list(self.PayloadPath),
             output_dir=self.ResultDir or None,
+            write_interval=float(self.ResultWritePeriod) or None,
         )
 
     def tick_period(self) -> float:

@@ -64,6 +64,22 @@ class _Scan:
     written_at: float = 0.0
 
 
+def result_path(metadata: dict[str, Any], scan_id: str, output_dir: Path | None) -> str | None:
+    """Where a scan's result file goes: the scan's ``output`` if it names one; else beside
+    the raw data (``scan_dir``/``scan_file`` stem + ``_processed.h5``, as Sardana describes
+    a scan); else ``output_dir``/SCANID_processed.h5; else nowhere."""
+    if metadata.get("output"):
+        return str(metadata["output"])
+    scan_dir, scan_file = metadata.get("scan_dir"), metadata.get("scan_file")
+    if isinstance(scan_file, list):
+        scan_file = scan_file[0] if scan_file else None
+    if scan_dir and scan_file:
+        return str(Path(str(scan_dir)) / f"{Path(str(scan_file)).stem}_{scan_id}_processed.h5")
+    if output_dir is not None:
+        return str(output_dir / f"{scan_id}_processed.h5")
+    return None
+
+
 class ReducerService(PayloadService):
     kind = "reducer"
 
@@ -132,9 +148,7 @@ class ReducerService(PayloadService):
                 await self.send(Armed(scan=msg.scan, ok=False, error=str(exc)))
                 return
             output = None
-            target = msg.metadata.get("output") or (
-                str(self.output_dir / f"{msg.scan_id}_processed.h5") if self.output_dir else None
-            )
+            target = result_path(msg.metadata, msg.scan_id, self.output_dir)
             if target:
                 output = Path(target)
             # Results may carry dataclasses and models of the payload packages, and our own

@@ -53,6 +53,7 @@ def deployment(results: Path) -> dict[str, Any]:
                         RED: dev(
                             ReducerClass="tests.system.payloads:ScaleReducer",
                             ResultDir=str(results),
+                            ResultWritePeriod="0.3",
                             **payload,
                         )
                     }
@@ -125,6 +126,14 @@ def test_a_change_mid_scan_applies_from_a_reported_event_and_the_file_has_both(
         done = Events(ctrl, "CompletedEvents")
         done.wait(lambda v: v >= 20)
         done.close()
+        red = suite.proxy(RED)
+        wait_until(lambda: "shapes_count" in red.get_attribute_list(), 10, "no shapes_count")
+        counts = Events(red, "shapes_count")
+        # During a long scan the file is rewritten periodically, marked incomplete.
+        partial = Path(suite.state) / "results" / "versions_processed.h5"
+        wait_until(partial.exists, 10, "no result file during the scan")
+        with h5py.File(partial, "r") as f:
+            assert not f["tango_dranspose"].attrs["complete"]
         before = ctrl.ParameterVersion
         ctrl.write_attribute("param_scale", 2.5)
         assert ctrl.ParameterVersion == before + 1
@@ -144,8 +153,25 @@ def test_a_change_mid_scan_applies_from_a_reported_event_and_the_file_has_both(
         assert any(
             line.startswith(f"v{before + 1} from event {switch}") for line in ctrl.ParameterHistory
         )
-        red = suite.proxy(RED)
         wait_until(lambda: red.ResultFile == ctrl.ResultFile != "", 20, "no result file")
+        # Published values are attributes of the right kind, updated during the scan (at a
+        # bounded rate, so fewer events than results) and once more at the end.
+        counts.wait(lambda v: v == 150)
+        counts.close()
+        assert 2 <= len(set(counts.values)) < 150
+        assert red.shapes_count == 150
+        positions = red.read_attribute("shapes_positions")
+        assert positions.data_format == tango.AttrDataFormat.SPECTRUM
+        assert list(red.shapes_positions[:3]) == [0.0, 1.0, 2.0]
+        conf = red.get_attribute_config("shapes_positions")
+        assert (conf.unit, conf.label) == ("mm", "motor positions")
+        image = red.read_attribute("shapes_image")
+        assert image.data_format == tango.AttrDataFormat.IMAGE and image.value.shape == (4, 3)
+        assert image.value.dtype == np.uint16
+        assert list(red.shapes_names) == ["a", "b"] and red.shapes_ok is True
+        assert "last_scale -> last_scale (scalar float64)" in red.Results
+        assert any(r.startswith("big: not an attribute (72 MiB") for r in red.Results)
+        assert "big" not in [a.lower() for a in red.get_attribute_list()]
         with h5py.File(ctrl.ResultFile, "r") as f:
             event = f["event"][()]
             worker_scale, reducer_scale = f["worker_scale"][()], f["reducer_scale"][()]

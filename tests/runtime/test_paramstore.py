@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import pytest
+
+from tango_dranspose.core.parameters import FloatParameter, ParameterError, StrParameter
+from tango_dranspose.runtime.paramstore import ParameterStore
+
+
+def store() -> ParameterStore:
+    s = ParameterStore()
+    s.describe_from(
+        [
+            FloatParameter(name="scale", default=1.0).model_dump(mode="json"),
+            StrParameter(name="label").model_dump(mode="json"),
+        ]
+    )
+    return s
+
+
+def test_versions_grow_only_when_values_change() -> None:
+    s = store()
+    first = s.current.number
+    v = s.update({"scale": b"2"})
+    assert v is not None and v.number == first + 1 and s.current is v
+    assert s.update({"scale": b"2"}) is None  # the same value: no new version
+    assert s.value_of("label") == b""  # default until set
+    assert s.for_hash(v.hash) is v
+
+
+def test_bad_values_are_refused_whole_with_the_parameter_named() -> None:
+    s = store()
+    before = s.current
+    with pytest.raises(ParameterError, match="scale"):
+        s.update({"label": b"ok", "scale": b"abc"})
+    assert s.current is before and "label" not in s.values  # nothing applied
+    with pytest.raises(ParameterError, match=r"no payload has a parameter 'roi'.*label, scale"):
+        s.update({"roi": b"1"})
+    assert s.update({"roi": b"1"}, allow_unknown=True) is not None  # arming keeps extras
