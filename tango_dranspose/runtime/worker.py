@@ -22,6 +22,7 @@ from tango_dranspose.core.parameters import ParameterSet
 from tango_dranspose.core.payload import PayloadError, WorkerPayload
 from tango_dranspose.core.resultcodec import encode as encode_result
 from tango_dranspose.runtime import transport
+from tango_dranspose.runtime.debugview import DebugBuffer
 from tango_dranspose.runtime.messages import (
     Arm,
     Armed,
@@ -79,9 +80,12 @@ class WorkerService(PayloadService):
         tags: list[str] | None = None,
         bind: str = "tcp://127.0.0.1:0",
         search: list[str] | None = None,
+        keep_last: int = 0,
     ) -> None:
         super().__init__(name, scheduler, worker_class, bind=bind, search=search)
         self.tags = tags or ["generic"]
+        # A debug view: the last events received, parsed, for people to look at.
+        self.debug = DebugBuffer(keep_last) if keep_last > 0 else None
         self.scan: _Scan | None = None
         self.processed = 0
         self.errors = 0
@@ -239,6 +243,8 @@ class WorkerService(PayloadService):
                     )
                     self.call_soon(self.send_nowait, applied)
                 self._process(scan, item[2], item[3])
+                if self.debug is not None:
+                    self._keep(item[2])
                 box = self._outbox
                 if self._work.empty() or len(box.table) >= 64 or box.nbytes >= 1 << 20:
                     self._send_results(sock, scan)
@@ -246,6 +252,14 @@ class WorkerService(PayloadService):
                 self._send_results(sock, scan)
                 self._finish(scan)
         sock.close()
+
+    def _keep(self, event: EventData) -> None:
+        assert self.debug is not None
+        try:
+            self.debug.keep(event)
+        except Exception:
+            self.internal_errors += 1
+            self.log.exception("keeping event %d for the debug view failed", event.event_number)
 
     def _queue_switch(self, scan: _Scan, msg: SetParameters) -> None:
         try:

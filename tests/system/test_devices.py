@@ -48,7 +48,10 @@ def deployment(results: Path, http_port: int) -> dict[str, Any]:
         f"sys-{i}": {
             "DransposeWorker": {
                 WORKERS[i - 1]: dev(
-                    WorkerClass="tests.runtime.payloads:ProbeWorker", PayloadPath=[str(REPO)]
+                    WorkerClass="tests.runtime.payloads:ProbeWorker",
+                    PayloadPath=[str(REPO)],
+                    # The third also serves debug copies, and keeps them for people to see.
+                    Tags=["generic", "debug"] if i == 3 else ["generic"],
                 )
             }
         }
@@ -393,3 +396,25 @@ def test_a_misconfigured_device_is_in_fault_saying_which_property(
         assert len(ctrl.Workers) == 3
     finally:
         broken.stop()
+
+
+def test_a_debug_worker_shows_the_last_events_it_received(
+    suite: Suite, simulators: list[Proc]
+) -> None:
+    start_camera(suite, simulators, 6)
+    ctrl = ready(suite)
+    cells = [[{"constraint": i % 2}, {"tags": ["debug"]}] for i in range(6)]
+    arm(ctrl, {"cam": cells}, scan_id="debug")
+    assert wait_final(ctrl) == "finished"
+    dbg = suite.proxy(WORKERS[2])
+    wait_until(lambda: len(dbg.DebugEventNumbers) >= 8, 10, "debug events not kept")
+    kept = list(dbg.DebugEventNumbers)
+    assert kept[-8:] == list(range(8))  # start, 6 images, end: in order
+    dbg.DebugEvent = 3  # the third image (event 0 is the start message)
+    wait_until(lambda: dbg.debug_cam_text.startswith("event 3:"), 10, dbg.debug_cam_text)
+    assert "Stream1Data(htype='image', frame=2" in dbg.debug_cam_text
+    image = dbg.read_attribute("debug_cam")
+    assert image.data_format == tango.AttrDataFormat.IMAGE and image.value.shape == (8, 8)
+    dbg.DebugEvent = -1
+    wait_until(lambda: dbg.debug_cam_text.startswith("event 7:"), 10, dbg.debug_cam_text)
+    assert "series_end" in dbg.debug_cam_text.lower() or "end" in dbg.debug_cam_text
