@@ -223,6 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_demo_parser(sub, cmd_demo)
     add_register_parser(sub)
 
+    from tango_dranspose.gui.command import add_gui_parser
+
+    add_gui_parser(sub)
+
     pp = sub.add_parser("protocols", help="list the upstream protocols and their typ tags")
     pp.set_defaults(func=cmd_protocols)
 
