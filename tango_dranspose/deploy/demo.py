@@ -65,6 +65,7 @@ class Demo:
                 str(self.interval),
                 "--repeat",
                 "1000",
+                "--per-connection",  # every scan armed later (--keep) gets a whole sequence
             ],
             logs / "camera.log",
         )

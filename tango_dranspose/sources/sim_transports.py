@@ -53,6 +53,9 @@ class Sender:
     async def wait_peers(self, count: int) -> None:
         raise NotImplementedError
 
+    async def wait_no_peers(self) -> None:
+        """Until every reader has gone (a scan ended); senders that cannot tell return."""
+
     async def send(self, message: Message) -> None:
         raise NotImplementedError
 
@@ -109,6 +112,14 @@ class ZmqSender(Sender):
             elif frame[:1] == b"\x00":
                 self.peers = max(self.peers - 1, 0)
             self._changed.set()
+
+    async def wait_no_peers(self) -> None:
+        if self._monitor is not None:
+            await self._monitor.wait_no_peers()
+            return
+        while self.peers > 0:
+            self._changed.clear()
+            await self._changed.wait()
 
     async def wait_peers(self, count: int) -> None:
         if self._monitor is not None:

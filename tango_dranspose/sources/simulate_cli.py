@@ -182,6 +182,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
         help="wait this long after binding (and after --wait-for-peer) before the first message",
     )
     timing.add_argument(
+        "--per-connection",
+        action="store_true",
+        help="with --repeat: serve each repetition to a new reader (push, pub: wait until the "
+        "reader of the last one left, i.e. its scan ended, and a new one connected), so that "
+        "every scan gets a whole sequence; tcp always does",
+    )
+    timing.add_argument(
         "--wait-for-peer",
         type=count,
         metavar="N",
@@ -252,6 +259,7 @@ def run_simulate(args: argparse.Namespace) -> int:
             repeat=args.repeat,
             delay=args.delay,
             wait_for_peer=args.wait_for_peer,
+            per_connection=args.per_connection,
             warmup=args.warmup,
             hwm=args.hwm,
             linger=args.linger,

@@ -94,6 +94,7 @@ class Simulator:
         hwm: int = DEFAULT_HWM,
         linger: float = 5.0,
         connect_timeout: float = 10.0,
+        per_connection: bool = False,
     ) -> None:
         self.transport = transport or default_transport(source.typ)
         if self.transport not in TRANSPORTS:
@@ -111,6 +112,9 @@ class Simulator:
         )
         self.warmup = warmup
         self.linger = linger
+        # Each repetition to its own reader: after one, wait until the reader left (its scan
+        # ended) and a new one came (the next scan armed), like a detector triggered per scan.
+        self.per_connection = per_connection
         self.stats = SimulatorStats()
         self._sender: Sender = make_sender(
             self.transport, address or DEFAULT_ADDRESS, hwm=hwm, connect_timeout=connect_timeout
@@ -155,7 +159,10 @@ class Simulator:
         sender, stats = self._sender, self.stats
         next_at: float | None = None
         for repetition in range(self.repeat):
-            if self.wait_for_peer and (repetition == 0 or self.transport == "tcp"):
+            if repetition > 0 and self.per_connection and self.transport != "tcp":
+                await sender.wait_no_peers()
+                await sender.wait_peers(max(self.wait_for_peer, 1))
+            elif self.wait_for_peer and (repetition == 0 or self.transport == "tcp"):
                 await sender.wait_peers(self.wait_for_peer)
             if repetition == 0:
                 if self.delay:

@@ -68,6 +68,12 @@ class PeerMonitor:
             self._changed.clear()
             await self._changed.wait()
 
+    async def wait_no_peers(self) -> None:
+        """Return once every peer has gone."""
+        while self.peers > 0:
+            self._changed.clear()
+            await self._changed.wait()
+
     async def _watch(self) -> None:
         while True:
             try:

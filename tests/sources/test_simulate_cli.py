@@ -163,3 +163,24 @@ def test_simulate_help_names_every_option() -> None:
         "128+N",
     ):
         assert option in result.stdout, option
+
+
+def test_per_connection_gives_each_reader_a_whole_sequence() -> None:
+    frames = 4
+
+    async def scenario() -> None:
+        proc, url = await start(
+            "stins", "-n", str(frames), "--shape", "4x4", "--repeat", "2", "--per-connection"
+        )
+        for _ in range(2):  # two scans, each connecting anew, as an ingester does
+            async with open_upstream(f"pull+{url}") as upstream:
+                got = await receive_n(upstream, frames + 2)
+            framer = Stream1Framer()
+            events = [e for m in got for e in framer.feed(m)]
+            # Each starts with its own header: nothing of the other sequence, nothing dropped.
+            assert len(events) == frames + 2 and framer.drops.total == 0
+        code, out, err = await finish(proc)
+        assert code == 0, err
+        assert f"done messages={2 * (frames + 2)} " in out
+
+    run(scenario(), timeout=30)
