@@ -55,10 +55,11 @@ class Channel:
 
     label: str
     name: str = ""
+    alias: str = ""
 
     def names(self) -> tuple[str, ...]:
-        """Every name a setting may use for this channel: label, full name, device name."""
-        found = [self.label]
+        """Every name a setting may use for this channel: label, alias, full and device name."""
+        found = [self.label, self.alias]
         if self.name:
             found.append(self.name)
             if self.name.startswith("tango://"):
@@ -268,8 +269,11 @@ def select_streams(
     found: list[StreamSpec] = []
     for channel in channels:
         if configured is None:
-            if available is not None and channel.label in available:
-                found.append(StreamSpec(channel.label, 1, channel.label))
+            match = next(
+                (n for n in (channel.label, channel.alias) if n in (available or ())), None
+            )
+            if match:
+                found.append(StreamSpec(match, 1, channel.label))
             continue
         for key in channel.names():
             spec = configured.get(key)
