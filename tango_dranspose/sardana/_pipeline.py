@@ -163,6 +163,67 @@ class Pipeline:
         return value
 
 
+def _first(props: dict[str, Any], name: str, default: str = "") -> str:
+    values = list(props.get(name) or [])
+    return str(values[0]).strip() if values else default
+
+
+def recorder_url(controller: str, stream: str) -> str:
+    """Where Sardana's records of ``stream`` go: the ``http://host:port`` an ingester of the
+    controller's pipeline listens on for that stream (its ``UpstreamUrl``, or the URL of a
+    ``NAME:sardana=URL`` entry of ``Streams``), looked up in the Tango DB."""
+    try:
+        if controller.startswith("tango://"):  # tango://host:port/dom/fam/mem
+            where, controller = controller[len("tango://") :].split("/", 1)
+            host, _, port = where.rpartition(":")
+            db = tango.Database(host, int(port))
+        else:
+            db = tango.Database()
+        pipeline = _first(db.get_device_property(controller, "Pipeline"), "Pipeline", "default")
+        found: list[tuple[str, str]] = []
+        for name in sorted(str(n) for n in db.get_device_name("*", "DransposeIngester")):
+            props = db.get_device_property(name, ["Pipeline", "Streams", "Protocol", "UpstreamUrl"])
+            if _first(props, "Pipeline", "default") != pipeline:
+                continue
+            for entry in (str(e).strip() for e in props.get("Streams") or []):
+                if entry == stream:
+                    found.append((name, _first(props, "UpstreamUrl")))
+                elif entry.startswith(f"{stream}:") and "=" in entry:
+                    found.append((name, entry.split("=", 1)[1].strip()))
+    except tango.DevFailed as exc:
+        raise PipelineError(
+            f"looking up the ingester of stream {stream}: {describe(exc)}"
+        ) from None
+    if not found:
+        raise PipelineError(
+            f"no DransposeIngester of pipeline {pipeline!r} serves stream {stream} "
+            "(set DransposeSardanaUrl, or DransposeSardanaStream off)"
+        )
+    if len(found) > 1:
+        names = ", ".join(n for n, _ in found)
+        raise PipelineError(f"stream {stream} is served by several ingesters: {names}")
+    name, url = found[0]
+    base = url.split("?", 1)[0].rstrip("/")
+    if not base.startswith("http://"):
+        raise PipelineError(
+            f"{name} serves stream {stream} from {url!r}, not an http:// address the recorder "
+            "can post to"
+        )
+    host_port = base[len("http://") :]
+    host, _, port = host_port.rpartition(":")
+    if port in ("", "0"):
+        raise PipelineError(
+            f"{name} listens for stream {stream} on a free port ({url}); give its UpstreamUrl a "
+            "fixed port, or set DransposeSardanaUrl"
+        )
+    if host in ("0.0.0.0", "", "*"):
+        raise PipelineError(
+            f"{name} listens for stream {stream} on every interface ({url}); set "
+            "DransposeSardanaUrl to the address the MacroServer reaches it at"
+        )
+    return base
+
+
 def convert(text: str, data_type: Any, name: str = "value") -> Any:
     """``text`` as the Tango type of a parameter attribute (numbers, booleans, strings)."""
     kind = tango.CmdArgType(int(data_type))
@@ -195,4 +256,4 @@ def convert(text: str, data_type: Any, name: str = "value") -> Any:
     return text
 
 
-__all__ = ["ACTIVE", "FINAL", "Pipeline", "PipelineError", "convert", "describe"]
+__all__ = ["ACTIVE", "FINAL", "Pipeline", "PipelineError", "convert", "describe", "recorder_url"]

@@ -140,6 +140,7 @@ class ArmPlan:
     streams: tuple[StreamSpec, ...] = ()
     points: int = 0
     events: int = 0
+    sardana_stream: str | None = None  # in the map: the recorder must feed it
 
     @property
     def armed(self) -> bool:
@@ -442,6 +443,7 @@ def plan_arm(info: ScanInfo, settings: PipelineSettings) -> ArmPlan:
         all_streams,
         points,
         events,
+        sardana,
     )
 
 

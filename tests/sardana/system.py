@@ -20,6 +20,7 @@ from tango_dranspose.deploy.processes import Child, StartupError, wait_until
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "sardana-config" / "dranspose-test.yaml"
 MACRO_PATH = REPO / "tango_dranspose" / "sardana" / "macros"
+RECORDER_PATH = REPO / "tango_dranspose" / "sardana" / "recorders"
 POOL = "pool/dranspose/1"
 MACROSERVER = "macroserver/dranspose/1"
 DOOR = "door/dranspose/1"
@@ -34,6 +35,7 @@ def write_config(
     conf["tango_host"] = tango_host
     ms = conf["macro_servers"]["dranspose"]
     ms["macro_path"] = [str(MACRO_PATH)]
+    ms["recorder_path"] = [str(RECORDER_PATH)]
     # A fresh environment file per run: a stale one keeps the last run's general hooks.
     ms["environment_db"] = str(state / "env" / "macroserver.properties")
     variables = ms["environment"]["variables"]

@@ -235,6 +235,7 @@ def test_an_ascan_arms_n_plus_2_events_with_the_scan_metadata() -> None:
     assert plan.armed
     assert (plan.points, plan.events) == (11, 13)
     assert [s.stream for s in plan.streams] == ["cam", "sardana"]
+    assert plan.sardana_stream == "sardana"
     assert plan.reason == "11 points, 13 events, streams cam, sardana"
     req = parse_arm_request(plan.request_json())
     assert req.scan_id == "7"
@@ -267,6 +268,7 @@ def test_a_mesh_arms_every_point_and_records_its_shape() -> None:
     assert plan.request is not None
     assert plan.request["metadata"]["shape"] == [3, 4]
     assert [s.stream for s in plan.streams] == ["cam"]  # no Sardana stream served
+    assert plan.sardana_stream is None
 
 
 def test_a_measurement_group_without_pipeline_streams_arms_nothing_and_says_so() -> None:

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import h5py
+import numpy as np
 import pytest
 
 pytest.importorskip("sardana")
@@ -18,7 +20,8 @@ pytest.importorskip("sardana_config")
 
 import tango
 
-from tango_dranspose.deploy.database import TangoDb, start_pytango_db
+from tango_dranspose.core.h5tree import read_tree
+from tango_dranspose.deploy.database import TangoDb, free_port, start_pytango_db
 from tango_dranspose.deploy.processes import wait_until
 from tests.runtime.procs import Proc
 from tests.sardana.system import DoorClient, MacroRun, Sardana
@@ -34,13 +37,13 @@ FINAL = ("finished", "stopped", "aborted", "failed")
 ENVIRONMENT = {
     "DransposeController": CONTROLLER,
     "DransposeOnError": "abort",
-    "DransposeSardanaStream": "off",
+    "DransposeSardanaStream": "sardana",
     "DransposeFinishTimeout": 20,
     "ActiveMntGrp": "mg_dranspose",
 }
 
 
-def deployment(results: Path) -> dict[str, Any]:
+def deployment(results: Path, http_port: int) -> dict[str, Any]:
     def dev(**props: Any) -> dict[str, Any]:
         return {
             "properties": {
@@ -62,7 +65,9 @@ def deployment(results: Path) -> dict[str, Any]:
                             Streams="cam", Protocol="STINS", UpstreamUrl="pull+tcp://127.0.0.1:1"
                         ),
                         SARDANA: dev(
-                            Streams="sardana", Protocol="sardana", UpstreamUrl="http://127.0.0.1:0"
+                            Streams="sardana",
+                            Protocol="sardana",
+                            UpstreamUrl=f"http://127.0.0.1:{http_port}",
                         ),
                     }
                 }
@@ -71,7 +76,7 @@ def deployment(results: Path) -> dict[str, Any]:
                 f"sar-{i}": {
                     "DransposeWorker": {
                         f"{P}/worker-{i}": dev(
-                            WorkerClass="tests.runtime.payloads:ProbeWorker", **payload
+                            WorkerClass="tests.sardana.payloads:PointWorker", **payload
                         )
                     }
                 }
@@ -81,7 +86,7 @@ def deployment(results: Path) -> dict[str, Any]:
                 "sar": {
                     "DransposeReducer": {
                         REDUCER: dev(
-                            ReducerClass="tests.runtime.payloads:ColumnsReducer",
+                            ReducerClass="tests.sardana.payloads:PointReducer",
                             ResultDir=str(results),
                             **payload,
                         )
@@ -119,7 +124,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         pool = sardana.start_pool()
         for sub in ("suite", "down"):
             (state / sub).mkdir()
-        suite = Suite(db, deployment(state / "results"), state / "suite")
+        suite = Suite(db, deployment(state / "results", free_port()), state / "suite")
         assert suite.registration.applied
         # Registered and never started: the pipeline "down" of the failure-policy test.
         down: dict[str, Any] = {
@@ -201,8 +206,9 @@ def test_an_ascan_with_the_general_hook_arms_n_plus_2_events_and_completes(
     defgh(env)
     run = env.door.must("ascan", "mot01", "0", "10", "10", "0.1")
     sid = scan_id(run)
-    assert f"dranspose: armed scan {sid} on {CONTROLLER}: 11 points, 13 events, streams cam" in (
-        run.text
+    assert (
+        f"dranspose: armed scan {sid} on {CONTROLLER}: 11 points, 13 events, streams cam, sardana"
+        in run.text
     )
     assert f"dranspose: pipeline scan {sid} finished: 13/13 events" in run.text
     assert points_recorded(run) == 11
@@ -223,14 +229,23 @@ def test_an_ascan_with_the_general_hook_arms_n_plus_2_events_and_completes(
     assert armed["sequence"] == ["point"] * 11
     # The reducer writes its result file beside the scan's own file.
     assert ctrl.ResultFile == str(env.sardana.state / "scans" / f"scans_{sid}_processed.h5")
-    assert Path(ctrl.ResultFile).exists()
+    # Every event holds the camera frame and the Sardana record of one point.
+    ledger = json.loads(ctrl.LedgerJson)
+    assert {s: ledger[s]["delivered"] for s in ledger} == {"cam": 13, "sardana": 13}
+    with h5py.File(ctrl.ResultFile, "r") as f:
+        tree = read_tree(f)
+    assert list(tree["event"]) == list(range(1, 12))
+    assert list(tree["frame"]) == list(range(11))
+    assert list(tree["point_nb"]) == list(range(11))
+    assert np.allclose(tree["mot01"], np.arange(11.0))  # ascan mot01 0 10 10: positions 0..10
+    assert tree["points"] == 11
 
 
 def test_the_wrapper_arms_a_mesh_scan(env: Stack, camera: list[Proc]) -> None:
     start_camera(env, camera, 6)
     run = env.door.must("dranspose_scan", "mesh mot01 0 2 2 mot02 0 1 1 0.05")
     sid = scan_id(run)
-    assert f"armed scan {sid} on {CONTROLLER}: 6 points, 8 events, streams cam" in run.text
+    assert f"armed scan {sid} on {CONTROLLER}: 6 points, 8 events, streams cam, sardana" in run.text
     assert f"pipeline scan {sid} finished: 8/8 events" in run.text
     ctrl = env.controller()
     meta = json.loads(ctrl.ScanMetadata)
@@ -238,6 +253,9 @@ def test_the_wrapper_arms_a_mesh_scan(env: Stack, camera: list[Proc]) -> None:
     assert meta["shape"] == [2, 3]
     assert [m["name"] for m in meta["motors"]] == ["mot01", "mot02"]
     assert ctrl.CompletedEvents == 8
+    red = env.suite.proxy(REDUCER)
+    assert list(red.point_nb) == list(range(6))
+    assert list(red.frame) == list(range(6))
 
 
 def test_with_the_pipeline_down_the_failure_policy_is_honoured(env: Stack) -> None:

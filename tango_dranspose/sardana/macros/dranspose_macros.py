@@ -21,7 +21,10 @@ The environment variables (``senv``), with their defaults:
                                              "frames_per_point": 10}}``); unset: channels named
                                              as a stream the pipeline serves
 ``DransposeSardanaStream``  ``sardana``      stream of Sardana's records (used when the pipeline
-                                             serves it); ``off``: no Sardana stream
+                                             serves it; needs DataRecorder DransposeRecorder);
+                                             ``off``: no Sardana stream
+``DransposeSardanaUrl``     (looked up)      where DransposeRecorder posts; default: the
+                                             UpstreamUrl of the stream's ingester
 ``DransposeFinishTimeout``  ``30``           seconds the post-scan hook waits for the pipeline
 ``DransposeWrap``           ``True``         start/end events around the points
 ``DransposeConstraint``     ``point``        ``point``: a point's frames on one worker;
@@ -39,7 +42,7 @@ from typing import Any
 from sardana.macroserver.macro import Macro, Type
 from sardana.macroserver.msexception import UnknownEnv
 
-from tango_dranspose.sardana._pipeline import ACTIVE, Pipeline, PipelineError
+from tango_dranspose.sardana._pipeline import ACTIVE, Pipeline, PipelineError, recorder_url
 from tango_dranspose.sardana.mapping import (
     Channel,
     MappingError,
@@ -52,6 +55,7 @@ from tango_dranspose.sardana.mapping import (
 )
 
 PREFIX = "dranspose"
+RECORDER = "DransposeRecorder"
 POLICIES = ("abort", "warn")
 DEFAULT_FINISH_TIMEOUT = 30.0
 
@@ -187,9 +191,12 @@ class Armed:
     (Not a dataclass: the MacroServer loads this file without registering it in
     ``sys.modules``, which dataclasses need to resolve postponed annotations.)"""
 
-    def __init__(self, pipeline: Pipeline | None = None, scan_id: str = "") -> None:
+    def __init__(
+        self, pipeline: Pipeline | None = None, scan_id: str = "", sardana_url: str | None = None
+    ) -> None:
         self.pipeline = pipeline
         self.scan_id = scan_id
+        self.sardana_url = sardana_url  # where DransposeRecorder posts the scan's records
         self.ended = False
 
 
@@ -204,6 +211,7 @@ def arm_for_scan(macro: Macro, scan: Any) -> None:
         if plan.request is None:
             macro.warning(f"{PREFIX}: {plan.reason}")
             return
+        url = sardana_target(macro, pipe, plan.sardana_stream)
         state = pipe.scan_state()
         if state in ACTIVE:
             raise PipelineError(
@@ -221,9 +229,27 @@ def arm_for_scan(macro: Macro, scan: Any) -> None:
             "warn to scan without the pipeline)."
         )
         raise DransposeArmError(message) from None
-    scan._dranspose = Armed(pipe, scan_id)
+    scan._dranspose = Armed(pipe, scan_id, url)
     _end_with_the_scan(macro, scan)
     macro.output(f"{PREFIX}: armed scan {scan_id} on {pipe.name}: {plan.reason}")
+
+
+def sardana_target(macro: Macro, pipe: Pipeline, stream: str | None) -> str | None:
+    """Where DransposeRecorder posts the scan's records (None: no Sardana stream); raises when
+    the records could not get there, since the pipeline's scan would then never complete."""
+    if not stream:
+        return None
+    recorders = env(macro, "DataRecorder", []) or []
+    if isinstance(recorders, str):
+        recorders = [recorders]
+    if RECORDER not in [str(r) for r in recorders]:
+        raise PipelineError(
+            f"the map has the Sardana stream {stream}, but {RECORDER} is not a DataRecorder: "
+            f"senv DataRecorder \"['{RECORDER}']\" (RecorderPath must hold "
+            "tango_dranspose/sardana/recorders), or senv DransposeSardanaStream off"
+        )
+    url = env(macro, "DransposeSardanaUrl", None)
+    return str(url).rstrip("/") if url else recorder_url(pipe.name, stream)
 
 
 def _end_with_the_scan(macro: Macro, scan: Any) -> None:

@@ -1,0 +1,1 @@
+"""The Sardana recorder library: this directory goes into the MacroServer's ``RecorderPath``."""
