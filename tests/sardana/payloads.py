@@ -38,7 +38,8 @@ class PointReducer:
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.rows: list[dict[str, Any]] = []
-        self.publish: dict[str, Any] = {}
+        # From the start: a scan channel reads it at every point (reduced01 of the test YAML).
+        self.publish: dict[str, Any] = {"points": 0}
 
     def process_result(self, result: Any, parameters: Any = None) -> None:
         if result.payload:

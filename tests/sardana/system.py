@@ -27,12 +27,21 @@ DOOR = "door/dranspose/1"
 
 
 def write_config(
-    path: Path, tango_host: str, state: Path, environment: dict[str, Any] | None = None
+    path: Path,
+    tango_host: str,
+    state: Path,
+    environment: dict[str, Any] | None = None,
+    reduced: str = "",
 ) -> Path:
-    """A copy of the project's YAML for this DB, with its own MacroServer environment file."""
+    """A copy of the project's YAML for this DB, with its own MacroServer environment file;
+    ``reduced`` is the reducer attribute the channel reduced01 reads (device/attribute)."""
     yaml = YAML()
     conf = yaml.load(CONFIG.read_text())
     conf["tango_host"] = tango_host
+    if reduced:
+        ctrl = conf["pools"]["dranspose"]["controllers"]["reducedctrl01"]
+        attrs = ctrl["elements"]["reduced01"]["attributes"]
+        attrs["TaurusAttribute"] = f"tango://{tango_host}/{reduced}"
     ms = conf["macro_servers"]["dranspose"]
     ms["macro_path"] = [str(MACRO_PATH)]
     ms["recorder_path"] = [str(RECORDER_PATH)]
@@ -57,8 +66,10 @@ class Sardana:
         p.set_timeout_millis(timeout_ms)
         return p
 
-    def load(self, environment: dict[str, Any] | None = None) -> None:
-        config = write_config(self.state / "sardana.yaml", self.tango_host, self.state, environment)
+    def load(self, environment: dict[str, Any] | None = None, reduced: str = "") -> None:
+        config = write_config(
+            self.state / "sardana.yaml", self.tango_host, self.state, environment, reduced
+        )
         (self.state / "scans").mkdir(parents=True, exist_ok=True)
         (self.state / "env").mkdir(parents=True, exist_ok=True)
         out = subprocess.run(

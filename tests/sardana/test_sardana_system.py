@@ -120,7 +120,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     suite: Suite | None = None
     door: DoorClient | None = None
     try:
-        sardana.load(ENVIRONMENT)
+        sardana.load(ENVIRONMENT, reduced=f"{REDUCER}/points")
         pool = sardana.start_pool()
         for sub in ("suite", "down"):
             (state / sub).mkdir()
@@ -306,3 +306,30 @@ def test_a_user_abort_or_stop_aborts_the_pipeline_scan(
     assert ctrl.ScanState == "aborted"
     ledger = json.loads(ctrl.LedgerJson)
     assert ledger["cam"]["delivered"] >= 3
+
+
+def test_a_reduced_value_is_a_column_of_the_scan(env: Stack, camera: list[Proc]) -> None:
+    # reduced01 reads the reducer's published scalar "points" (results so far) at every point.
+    start_camera(env, camera, 6, interval=0.05)
+    defgh(env)
+    env.senv("ActiveMntGrp", "mg_reduced")
+    run = env.door.must("ascan", "mot01", "0", "5", "5", "0.1")
+    sid = scan_id(run)
+    header = next(line for line in run.output if "#Pt No" in line).split()
+    assert "reduced01" in header
+    column = header.index("reduced01") - 1  # "#Pt No" is two words
+    values = [
+        float(line.split()[column])
+        for line in run.output
+        if line.split()[:1] and line.split()[0].isdigit()
+    ]
+    assert len(values) == 6
+    # The channel reads what the reducer published last (every PublishPeriod): the results of
+    # this scan so far by the end (the first point may still see the last scan's value).
+    assert 1 <= values[-1] <= 6
+    assert values[1:] == sorted(values[1:])
+    # In the scan file too.
+    spec = (env.sardana.state / "scans" / "scans.dat").read_text()
+    block = spec[spec.index(f"#S {sid} ") :]
+    labels = next(line for line in block.splitlines() if line.startswith("#L ")).split()[1:]
+    assert "reduced01" in labels
