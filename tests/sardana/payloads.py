@@ -16,6 +16,12 @@ class PointWorker:
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         pass
 
+    @staticmethod
+    def describe_parameters() -> list[Any]:
+        from tango_dranspose.core.parameters import FloatParameter
+
+        return [FloatParameter(name="threshold", default=0.5)]
+
     def process_event(self, event: Any, parameters: Any = None, tick: bool = False) -> Any:
         row: dict[str, Any] = {"event": event.event_number}
         cam = event.streams.get("cam")

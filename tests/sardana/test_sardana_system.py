@@ -333,3 +333,25 @@ def test_a_reduced_value_is_a_column_of_the_scan(env: Stack, camera: list[Proc])
     block = spec[spec.index(f"#S {sid} ") :]
     labels = next(line for line in block.splitlines() if line.startswith("#L ")).split()[1:]
     assert "reduced01" in labels
+
+
+def test_the_spock_helpers_show_the_pipeline_and_set_its_parameters(env: Stack) -> None:
+    run = env.door.must("dranspose_status")
+    assert "State: " in run.text and "Scan: " in run.text
+    assert "Streams: cam, sardana" in run.text
+    assert f"Worker: {P}/worker-1" in run.text
+    run = env.door.must("dranspose_get")
+    assert "threshold = 0.5" in run.text
+    run = env.door.must("dranspose_set", "threshold", "2.25")
+    assert "threshold = 2.25" in run.text
+    assert env.controller().read_attribute("param_threshold").value == 2.25
+    assert "threshold = 2.25" in env.door.must("dranspose_get", "threshold").text
+    run = env.door.run("dranspose_set", "threshold", "high")
+    assert "parameter threshold: 'high' is not a double" in run.text
+    run = env.door.run("dranspose_set", "nosuch", "1")
+    assert "has no parameter 'nosuch' (it has: threshold)" in run.text
+    env.door.must("dranspose_set", "threshold", "0.5")
+    # Stop on an idle pipeline is harmless, and says where the pipeline is.
+    assert re.search(
+        r"dranspose: scan \S+ \w+: \d+/\d+ events", env.door.must("dranspose_stop").text
+    )
