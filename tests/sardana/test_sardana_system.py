@@ -355,3 +355,23 @@ def test_the_spock_helpers_show_the_pipeline_and_set_its_parameters(env: Stack) 
     assert re.search(
         r"dranspose: scan \S+ \w+: \d+/\d+ events", env.door.must("dranspose_stop").text
     )
+
+
+def test_a_continuous_scan_with_two_frames_per_point(env: Stack, camera: list[Proc]) -> None:
+    # ascanct: hardware-timed points (a dummy trigger/gate); the camera gives 2 frames a point.
+    start_camera(env, camera, 12)
+    defgh(env)
+    env.senv("ActiveMntGrp", "mg_continuous")
+    env.senv("DransposeStreams", "{'cam': {'stream': 'cam', 'frames_per_point': 2}}")
+    run = env.door.must("ascanct", "mot01", "0", "5", "5", "0.1")
+    sid = scan_id(run)
+    assert "6 points, 14 events, streams cam (2/point), sardana" in run.text
+    assert f"pipeline scan {sid} finished: 14/14 events" in run.text
+    ctrl = env.controller()
+    assert json.loads(ctrl.ScanMetadata)["kind"] == "continuous"
+    red = env.suite.proxy(REDUCER)
+    assert list(red.frame) == list(range(12))
+    # Each point's record is in the first of its two events.
+    points = red.point_nb
+    assert list(points[0::2]) == list(range(6))
+    assert np.all(np.isnan(points[1::2]))
