@@ -312,3 +312,10 @@ def test_extra_scan_info_lands_in_the_metadata_without_overriding() -> None:
     meta = plan.request["metadata"]
     assert meta["macro_id"] == "-12" and meta["door"] == "door/x/1"
     assert meta["points"] == 3
+
+
+def test_a_relabelled_channel_is_still_found_by_its_alias() -> None:
+    relabelled = Channel("Camera", "tango://h:1/expchan/ctctrl01/3", alias="cam")
+    assert select_streams([relabelled], None, ["cam"]) == [StreamSpec("cam", 1, "Camera")]
+    configured = parse_streams({"cam": "eiger"})
+    assert select_streams([relabelled], configured, None) == [StreamSpec("eiger", 1, "Camera")]
