@@ -17,6 +17,8 @@ def ledger_lines(ledger: dict[str, dict[str, Any]]) -> list[str]:
         )
         if dropped:
             text += " (" + ", ".join(f"{k} {v}" for k, v in sorted(dropped.items())) + ")"
+        if c.get("not_received"):
+            text += f", not received {c['not_received']} of {c.get('expected', '?')} expected"
         if c.get("upstream_error"):
             text += f"; upstream: {c['upstream_error']}"
         lines.append(text)

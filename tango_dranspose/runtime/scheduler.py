@@ -428,6 +428,7 @@ class Scheduler:
     def _end(self, scan: ScanState) -> None:
         if scan.done_event.is_set():
             return  # a late confirmation of a scan that was ended without it
+        self._count_not_received(scan)
         if scan.state == "finishing" and scan.end_reason == "complete":
             scan.state = "finished"
         elif scan.state == "finishing":
@@ -479,6 +480,15 @@ class Scheduler:
         descs = self.params.descriptions
         segments = [seg.describe(descs) for seg in scan.segments] if scan is not None else []
         return {"version": cur.number, "hash": cur.hash, "segments": segments}
+
+    @staticmethod
+    def _count_not_received(scan: ScanState) -> None:
+        """Frames the map expected that never came (a stopped scan): counted, not silent."""
+        for stream, expected in scan.tmap.frames_per_stream().items():
+            counts = scan.ledgers.setdefault(stream, {})
+            seen = sum(int(counts.get(k, 0) or 0) for k in ("delivered", "discarded", "missing"))
+            counts["expected"] = expected
+            counts["not_received"] = max(expected - seen, 0)
 
     async def stop(self, reason: str = "stopped", grace: float | None = None) -> None:
         """End the current scan now; the reducer still runs ``finish`` with what it has.

@@ -283,6 +283,12 @@ def test_stop_in_mid_scan(suite: Suite, simulators: list[Proc]) -> None:
     assert ctrl.ScanState == "stopped"
     assert 5 <= ctrl.CompletedEvents < 402
     assert "stopped" in ctrl.status()
+    # Every frame the map expected is accounted for: what never came is counted.
+    cam = json.loads(ctrl.LedgerJson)["cam"]
+    assert cam["expected"] == 402
+    accounted = cam["delivered"] + cam["discarded"] + cam["missing"] + cam["not_received"]
+    assert accounted == 402 and cam["not_received"] > 0
+    assert f"not received {cam['not_received']} of 402 expected" in ctrl.Ledger[0]
     # Stop on an idle pipeline is harmless.
     ctrl.Stop()
     assert ctrl.ScanState == "stopped"
