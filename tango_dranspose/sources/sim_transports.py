@@ -53,8 +53,10 @@ class Sender:
     async def wait_peers(self, count: int) -> None:
         raise NotImplementedError
 
-    async def wait_no_peers(self) -> None:
-        """Until every reader has gone (a scan ended); senders that cannot tell return."""
+    async def wait_new_reader(self, readers: int) -> None:
+        """Until the ``readers``-th reader is connected, alone (the one before left: its
+        scan ended); senders that cannot tell wait for any peer."""
+        await self.wait_peers(1)
 
     async def send(self, message: Message) -> None:
         raise NotImplementedError
@@ -113,13 +115,11 @@ class ZmqSender(Sender):
                 self.peers = max(self.peers - 1, 0)
             self._changed.set()
 
-    async def wait_no_peers(self) -> None:
+    async def wait_new_reader(self, readers: int) -> None:
         if self._monitor is not None:
-            await self._monitor.wait_no_peers()
+            await self._monitor.wait_new_reader(readers)
             return
-        while self.peers > 0:
-            self._changed.clear()
-            await self._changed.wait()
+        await self.wait_peers(1)
 
     async def wait_peers(self, count: int) -> None:
         if self._monitor is not None:

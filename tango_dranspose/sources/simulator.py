@@ -159,9 +159,8 @@ class Simulator:
         sender, stats = self._sender, self.stats
         next_at: float | None = None
         for repetition in range(self.repeat):
-            if repetition > 0 and self.per_connection and self.transport != "tcp":
-                await sender.wait_no_peers()
-                await sender.wait_peers(max(self.wait_for_peer, 1))
+            if self.per_connection and self.transport != "tcp":
+                await sender.wait_new_reader(repetition + 1)
             elif self.wait_for_peer and (repetition == 0 or self.transport == "tcp"):
                 await sender.wait_peers(self.wait_for_peer)
             if repetition == 0:

@@ -53,6 +53,7 @@ class PeerMonitor:
         self.url = url
         self.stats = stats
         self.peers = 0
+        self.handshakes = 0  # peers that ever connected
         self._changed = asyncio.Event()
         self._retrying = False
         self._socket = socket
@@ -68,9 +69,9 @@ class PeerMonitor:
             self._changed.clear()
             await self._changed.wait()
 
-    async def wait_no_peers(self) -> None:
-        """Return once every peer has gone."""
-        while self.peers > 0:
+    async def wait_new_reader(self, readers: int) -> None:
+        """Return once ``readers`` peers have connected in all and only the last is there."""
+        while self.handshakes < readers or self.peers != 1:
             self._changed.clear()
             await self._changed.wait()
 
@@ -89,6 +90,7 @@ class PeerMonitor:
         stats = self.stats
         if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
             self.peers += 1
+            self.handshakes += 1
             self._retrying = False
             if stats is not None:
                 stats.connected = True
