@@ -147,11 +147,13 @@ class Demo:
                 name, value = events.get(timeout=1.0)
             except queue.Empty:
                 continue
+            before = done
             if name.lower() == "completedevents":
                 done = int(value)
             elif name.lower() == "scanstate":
                 state = str(value)
-            _bar(scan_id, done, total)
+            if done != before:
+                _bar(scan_id, done, total)
         _bar(scan_id, int(ctrl.CompletedEvents), total)
         print(file=sys.stderr)
         for eid in ids:
