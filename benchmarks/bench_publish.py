@@ -21,8 +21,9 @@ own (results / (first result -> last result), from the payload's monotonic clock
 check, results / (the ``Arm`` call -> the end the controller reports). Also measured: the
 reducer process's CPU time per result, the wait from Arm to the first result and the
 longest gap between two results. Then, after the A/B rounds, variant-A scans while a
-separate client process is subscribed to the image's change events: its callback sleeps
-500 ms per event (longer than the publish period, so it cannot keep up) or returns at once
+separate client process reads the image every 0.2 s (arrays over the reducer's
+``MaxPushedBytes``, 1 MiB, have no change events; Taurus polls them) and sleeps 500 ms per
+image (slower than the publish period) or not at all
 (``--client-sleep``; 2 scans each, ``--client-rounds``), and one scan during which the
 client is stopped (SIGSTOP right after Arm, SIGCONT ``--freeze`` 3 s later: a hung GUI or a
 link slower than the events). Last, the reducer's idle CPU after the scans.
@@ -33,7 +34,6 @@ The exit status is 1 if a scan failed or (without ``--quick``) A/B is below 80%.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -144,6 +144,8 @@ class PublishSuite(TangoSuite):
 
 # -- the slow client (a process of its own) ----------------------------------------------
 
+POLL_S = 0.2  # the client reads the image this often (plus its own sleep per image)
+
 
 def _slow_client(
     tango_host: str, sleep_s: float, ready_q: Any, stop: Any, out_q: Any
@@ -165,12 +167,30 @@ def _slow_client(
         stats["shapes"].add(getattr(value, "shape", None))
         time.sleep(sleep_s)  # the slow client: busy with each image
 
-    eid = proxy.subscribe_event(IMAGE_ATTR, tango.EventType.CHANGE_EVENT, on_event)
+    # Arrays over the reducer's MaxPushedBytes (1 MiB) have no change events: a client reads
+    # them, as Taurus does when it cannot subscribe (it polls).
+    done = threading.Event()
+
+    class _Read:
+        def __init__(self, attr: Any) -> None:
+            self.err = False
+            self.attr_value = attr
+
+    def poll() -> None:
+        while not done.is_set():
+            try:
+                on_event(_Read(proxy.read_attribute(IMAGE_ATTR)))
+            except tango.DevFailed:
+                stats["errors"] += 1
+            done.wait(POLL_S)
+
+    reader = threading.Thread(target=poll, daemon=True)
+    reader.start()
     ready_q.put(stats["events"])
     stop.get()
     received_until = time.time()
-    with contextlib.suppress(tango.DevFailed):
-        proxy.unsubscribe_event(eid)
+    done.set()
+    reader.join(10)
     rss = hwm = 0.0
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -461,10 +481,8 @@ def report(
         "reducer process's CPU time (all threads) over Arm->end per result, the least over the "
         "rounds. RSS: the reducer's VmRSS at the end of a scan; 1st: the Arm command -> the "
         "first result; gap: the longest time between two results; these three the most over "
-        "the rounds. A + client N ms: variant A while a separate process is subscribed to the "
-        "image's change events, its callback sleeping N ms per event (after the A/B rounds, "
-        "not interleaved with them: the server goes on serializing the image's events after "
-        "the client unsubscribed, see the idle CPU below). A + client frozen N s: the same "
+        "the rounds. A + client N ms: variant A while a separate process reads the image every "
+        "0.2 s and sleeps N ms per image (after the A/B rounds). A + client frozen N s: the same "
         "client, sent SIGSTOP right after Arm and SIGCONT N s later."
     )
     if clients:
@@ -516,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
         "--client-sleep",
         type=float,
         action="append",
-        help="seconds the subscribed client's callback sleeps per event (repeatable; default "
+        help="seconds the reading client sleeps per image (repeatable; default "
         f"{' and '.join(map(str, CLIENT_SLEEPS))})",
     )
     ap.add_argument(
@@ -527,7 +545,7 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         help=f"seconds the frozen client stays stopped (default {FREEZE_S:g}, quick 1; 0: skip)",
     )
-    ap.add_argument("--no-client", action="store_true", help="no subscribed-client scans")
+    ap.add_argument("--no-client", action="store_true", help="no reading-client scans")
     ap.add_argument("--idle", type=float, help="seconds of each idle-CPU window (default 2)")
     ap.add_argument("--keep", metavar="DIR", help="keep the Tango DB and logs here")
     args = ap.parse_args(argv)

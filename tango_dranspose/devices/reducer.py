@@ -59,6 +59,14 @@ class DransposeReducer(DataServiceDevice):
         "when the scan finishes. The reducer never waits for them.",
     )
 
+    MaxPushedBytes = device_property(
+        dtype=int,
+        default_value=1 << 20,
+        doc="Published arrays larger than this get no change events: clients read them (Taurus "
+        "polls). Large events hold pytango's GIL until sent, so a stalled client would stall "
+        "the reducer.",
+    )
+
     pushed = ("ProcessedResults", "Errors", "LastError", "ResultFile", "Results")
 
     ProcessedResults = snap("ProcessedResults", "int64", "Results reduced since the server started")
@@ -106,11 +114,13 @@ class DransposeReducer(DataServiceDevice):
     def _refresh_published(self, svc: Any) -> None:
         scan = svc.scan
         now = time.monotonic()
-        finished = scan is not None and scan.finished
+        finished = scan is not None and scan.done
         new_scan = scan is not self._pub_scan
         recent = now - self._pub_at < self.PublishPeriod
         if not new_scan and recent and (not finished or self._pub_final):
             return
+        if not new_scan and self._pub_final:
+            return  # the finished scan's values were taken: nothing changes until the next
         self._pub_at = now
         self._pub_final = finished
         found: list[Leaf] = []
@@ -198,7 +208,8 @@ class DransposeReducer(DataServiceDevice):
             if name in self._dynamic:
                 continue
             self.add_attribute(self._make_attribute(name, leaf))
-            self.set_change_event(name, True, False)
+            if leaf.nbytes <= self.MaxPushedBytes:
+                self.set_change_event(name, True, False)
             self._dynamic[name] = _shape(leaf)
 
     def _make_attribute(self, name: str, leaf: Leaf) -> attribute:
@@ -223,7 +234,12 @@ class DransposeReducer(DataServiceDevice):
         )
 
     def dynamic_pushed(self) -> tuple[str, ...]:
-        return tuple(self._dynamic)
+        limit = self.MaxPushedBytes
+        return tuple(
+            name
+            for name in self._dynamic
+            if name in self._published and self._published[name].nbytes <= limit
+        )
 
     def _read_published(self, attr: tango.Attribute) -> Any:
         name = attr.get_name()

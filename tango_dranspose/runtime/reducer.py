@@ -58,6 +58,7 @@ class _Scan:
     expected: int | None = None
     finishing: str | None = None
     finished: bool = False
+    done: bool = False  # finish() ran and the file is written: the publish tree is final
     record: ScanRecord | None = None
     # Parameters of each version by hash, for results computed with it (thread-owned).
     by_hash: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -113,7 +114,7 @@ class ReducerService(PayloadService):
 
     @property
     def scan_active(self) -> bool:
-        return self.scan is not None and not self.scan.finished
+        return self.scan is not None and not self.scan.done
 
     def counters(self) -> dict[str, Any]:
         return {
@@ -381,6 +382,7 @@ class ReducerService(PayloadService):
                 self.last_error = f"writing {scan.output}: {exc}"
                 self.log.exception("writing the result file failed")
         self.last_output = written
+        scan.done = True
         self._report(scan, force=True)
         summary = {
             "results": scan.results,
