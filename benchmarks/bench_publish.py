@@ -505,7 +505,7 @@ def report(
             failures.append(f"{c.label}: image events of shapes {bad}")
     if clients:
         print(
-            "events: image change events the client's callback ran for (in scan: during "
+            "events: images the client read and handled (in scan: during "
             "Arm->end); age: the callback's start minus the value's timestamp; CPU %: the "
             "client process over the scan, of one core."
         )
