@@ -8,10 +8,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tango_dranspose.deploy.registration import BadConfigFile, RegistrationError, register
+from tango_dranspose.deploy.registration import (
+    BadConfigFile,
+    RegistrationError,
+    load_config,
+    register,
+)
 
 
 def cmd_register(args: argparse.Namespace) -> int:
+    try:
+        load_config(Path(args.file))  # the file's mistakes first: they need no DB to find
+    except BadConfigFile as exc:
+        print(f"tango-dranspose register: error: {exc}", file=sys.stderr)
+        return 2
     tango_host = args.tango_host or os.environ.get("TANGO_HOST")
     if not tango_host:
         print(
