@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tango import AttrWriteType
+from tango import AttrDataFormat, AttrWriteType
 from tango.server import attribute
 
 
@@ -38,3 +38,17 @@ def snap(
         **extra,
         **kwargs,
     )
+
+
+SPECTRUM_MAX = 1 << 26
+IMAGE_MAX = 1 << 16
+
+
+def array_format(kind: str) -> dict[str, Any]:
+    """``attribute`` arguments of a dynamic value of ``kind`` (scalar, spectrum, image):
+    generous maxima, since a value's size is only known when it arrives."""
+    if kind == "spectrum":
+        return {"dformat": AttrDataFormat.SPECTRUM, "max_dim_x": SPECTRUM_MAX}
+    if kind == "image":
+        return {"dformat": AttrDataFormat.IMAGE, "max_dim_x": IMAGE_MAX, "max_dim_y": IMAGE_MAX}
+    return {}

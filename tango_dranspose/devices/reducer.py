@@ -10,19 +10,17 @@ from typing import Any
 
 import numpy as np
 import tango
-from tango import AttrDataFormat, AttrWriteType, DevState
+from tango import AttrWriteType, DevState
 from tango.server import attribute, device_property
 
 from tango_dranspose.core.payload import load_class
 from tango_dranspose.core.publishview import Leaf, assign_names, leaves
-from tango_dranspose.devices.attrs import snap
+from tango_dranspose.devices.attrs import array_format, snap
 from tango_dranspose.devices.base import Snapshot
 from tango_dranspose.devices.service import DataServiceDevice, ScanErrors
 from tango_dranspose.runtime.reducer import ReducerService
 
 MAX_ATTRIBUTE_BYTES = 64 << 20  # larger values are listed in Results, not served
-_SPECTRUM_MAX = 1 << 26
-_IMAGE_MAX = 1 << 16
 _TYPES = {"bool": bool, "int64": "int64", "float64": float, "str": str}
 
 
@@ -213,15 +211,6 @@ class DransposeReducer(DataServiceDevice):
             self._dynamic[name] = _shape(leaf)
 
     def _make_attribute(self, name: str, leaf: Leaf) -> attribute:
-        kwargs: dict[str, Any] = {}
-        if leaf.kind == "spectrum":
-            kwargs = {"dformat": AttrDataFormat.SPECTRUM, "max_dim_x": _SPECTRUM_MAX}
-        elif leaf.kind == "image":
-            kwargs = {
-                "dformat": AttrDataFormat.IMAGE,
-                "max_dim_x": _IMAGE_MAX,
-                "max_dim_y": _IMAGE_MAX,
-            }
         return attribute(
             name=name,
             dtype=_TYPES.get(leaf.dtype, leaf.dtype),
@@ -230,7 +219,7 @@ class DransposeReducer(DataServiceDevice):
             unit=leaf.unit,
             label=leaf.label or leaf.path,
             doc=leaf.description or f"published value {leaf.path}",
-            **kwargs,
+            **array_format(leaf.kind),
         )
 
     def dynamic_pushed(self) -> tuple[str, ...]:

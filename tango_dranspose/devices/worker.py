@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from tango import AttrDataFormat, AttrWriteType, DevState
+from tango import AttrWriteType, DevState
 from tango.server import attribute, device_property
 
 from tango_dranspose.core.payload import load_class
 from tango_dranspose.core.publishview import base_name
-from tango_dranspose.devices.attrs import snap
+from tango_dranspose.devices.attrs import array_format, snap
 from tango_dranspose.devices.base import Snapshot
 from tango_dranspose.devices.service import DataServiceDevice, ScanErrors
 from tango_dranspose.runtime.worker import WorkerService
@@ -177,16 +177,11 @@ class DransposeWorker(DataServiceDevice):
 
 
 def _debug_attribute(name: str, kind: str, dtype: str, fget: Any) -> attribute:
-    extra: dict[str, Any] = {}
-    if kind == "image":
-        extra = {"dformat": AttrDataFormat.IMAGE, "max_dim_x": 1 << 16, "max_dim_y": 1 << 16}
-    elif kind == "spectrum":
-        extra = {"dformat": AttrDataFormat.SPECTRUM, "max_dim_x": 1 << 26}
     return attribute(
         name=name,
         dtype=str if kind == "scalar" else dtype,
         access=AttrWriteType.READ,
         fget=fget,
         doc="Debug view: the stream's frame (image or spectrum) or its message as text",
-        **extra,
+        **array_format(kind),
     )
