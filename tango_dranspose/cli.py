@@ -75,17 +75,23 @@ def cmd_replay(args: argparse.Namespace) -> int:
             params = load_parameter_file(args.parameters, trust_pickle=args.trust_pickle)
         except ParameterError as exc:
             raise UsageError(str(exc)) from None
+    if not args.files and not args.source:
+        raise UsageError("nothing to replay: give capture or HDF5 files (-f) or a --source")
+    if args.loop < 1:
+        raise UsageError(f"--loop must be at least 1, got {args.loop}")
     tmap = _load_map(args.map, args.no_wrap) if args.map else None
     cfg = ReplayConfig(
         worker=args.worker,
         reducer=args.reducer,
-        captures=args.files,
+        captures=args.files or [],
         parameters=params,
         trigger_map=tmap,
         workers=args.workers,
         output=Path(args.output) if args.output else None,
         search=[Path(p) for p in args.payload_path] or [Path.cwd()],
         trust_pickle=args.trust_pickle,
+        source=args.source,
+        loop=args.loop,
     )
     summary = run_replay(cfg)
     _print_summary(summary)
@@ -170,7 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
             "publish tree to HDF5. Captures are ingester dumps (*.cbors, events tagged with "
             "their stream names) or raw upstream captures; name a raw capture's stream and "
             "protocol as STREAM:PROTOCOL=PATH (the protocol is detected when left out, see "
-            "'tango-dranspose protocols'). Exit status: 0 ok, 1 payload errors, 2 bad input."
+            "'tango-dranspose protocols'). Detector and scan HDF5/NeXus files replay as streams: "
+            "STREAM:hdf5=FILE.h5?dataset=/entry/data/data (docs/sources.md). "
+            "Exit status: 0 ok, 1 payload errors, 2 bad input."
         ),
     )
     rp.add_argument("-w", "--worker", required=True, metavar="MODULE:CLASS", help="worker class")
@@ -178,11 +186,25 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument(
         "-f",
         "--files",
-        required=True,
         nargs="+",
         action="extend",
         metavar="[STREAM[:PROTOCOL]=]PATH",
-        help="capture files (repeatable); several dumps of one scan are merged by event number",
+        help="capture files (repeatable); several dumps of one scan are merged by event number; "
+        "HDF5 as STREAM:hdf5=FILE.h5?dataset=PATH[&dataset=...][&protocol=NAME]",
+    )
+    rp.add_argument(
+        "-s",
+        "--source",
+        metavar="MODULE:CLASS",
+        help="a coded source, as for dranspose: Class().get_source_generators() returns "
+        "generators of InternalWorkerMessage (merged with the files by event number)",
+    )
+    rp.add_argument(
+        "--loop",
+        type=int,
+        default=1,
+        metavar="N",
+        help="read the input N times over, event numbers increasing (a long simulated scan)",
     )
     rp.add_argument(
         "-p",
@@ -194,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument(
         "--map",
         metavar="FILE",
-        help="trigger map (JSON); default: start and end to every worker, data round-robin",
+        help="trigger map (JSON); default: the first event to every worker, data round-robin",
     )
     rp.add_argument("--no-wrap", action="store_true", help="with --map: no extra start/end events")
     rp.add_argument(

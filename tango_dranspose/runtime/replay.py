@@ -1,10 +1,15 @@
 """Local replay: run a worker and a reducer payload on captures, in one process.
 
-Without a trigger map, events are formed by event number (dumps) or position (raw captures);
-the first and the last event go to every worker, data events round-robin. With a map, its
-semantics apply exactly as in a live scan: each stream's frames are consumed in order, ``null``
-reads nothing, ``[]`` reads and discards, constraints and broadcasts route through the same
-assignment engine the distributed scheduler uses.
+Inputs are capture files, HDF5 files and coded sources (``--source module:Class``), merged by
+event number; ``loop`` repeats them with increasing event numbers. Without a trigger map the
+first event goes to every worker and the others round-robin, as dranspose's replay does. With a
+map, its semantics apply exactly as in a live scan: each stream's frames are consumed in order,
+``null`` reads nothing, ``[]`` reads and discards, constraints and broadcasts route through the
+same assignment engine the distributed scheduler uses.
+
+Every result travels from worker to reducer through the result codec, as it does between
+processes: the reducer gets a copy, never the object the worker may still change, so a replay
+reduces exactly what a live scan would, whatever the number of workers.
 """
 
 from __future__ import annotations
@@ -12,12 +17,13 @@ from __future__ import annotations
 import logging
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tango_dranspose.core.assignment import Assigner, Assignment, WorkerSpec
+from tango_dranspose.core.capture import CaptureError
 from tango_dranspose.core.events import EventData, ResultData, StreamData
 from tango_dranspose.core.h5tree import write_file
 from tango_dranspose.core.parameters import ParameterSet
@@ -28,13 +34,25 @@ from tango_dranspose.core.payload import (
     describe_class,
     load_class,
 )
-from tango_dranspose.core.triggermap import TriggerMap, TriggerMapError
-from tango_dranspose.sources.capture import (
-    CaptureSource,
-    StreamQueues,
-    merged_events,
-    open_captures,
+from tango_dranspose.core.resultcodec import (
+    ClassAllowList,
+    ResultDecodeError,
+    ResultEncodeError,
 )
+from tango_dranspose.core.resultcodec import decode as decode_result
+from tango_dranspose.core.resultcodec import encode as encode_result
+from tango_dranspose.core.triggermap import TriggerMap, TriggerMapError
+from tango_dranspose.sources.capture import open_captures
+from tango_dranspose.sources.generators import (
+    CodeSource,
+    EventSource,
+    FrameQueues,
+    LoopedSource,
+    check_unique_streams,
+    merged_events,
+    repeated,
+)
+from tango_dranspose.sources.hdf5 import Hdf5Source, Hdf5Spec, is_hdf5_spec
 
 log = logging.getLogger("tango_dranspose.replay")
 
@@ -50,6 +68,8 @@ class ReplayConfig:
     output: Path | None = None
     search: Sequence[Path] = ()
     trust_pickle: bool = False
+    source: str | None = None  # a coded source, "package.module:Class"
+    loop: int = 1  # read the input this many times over, event numbers increasing
 
 
 @dataclass
@@ -113,6 +133,12 @@ class _Run:
         }
         self.reducer = ReducerPayload(reducer_cls, parameters=values, context={}, state=None)
         self.values = values
+        # What the live reducer lets results rebuild: the payload packages' dataclasses and
+        # models, our message models and event containers.
+        packages = {spec.partition(":")[0].split(".")[0] for spec in (cfg.worker, cfg.reducer)}
+        self.allow = ClassAllowList(
+            (*sorted(packages), "tango_dranspose.streams", "tango_dranspose.core.events")
+        )
         self.summary = ReplaySummary(unknown_parameters=self.params.unknown())
         first = next(iter(self.workers.values()))
         interval = first.tick_interval(values)
@@ -144,6 +170,18 @@ class _Run:
             self.fail(f"{worker} process_event", number, exc)
             return
         if payload is None:
+            return
+        try:
+            # bytes(): the copy the network makes, so that the worker may change what it
+            # returned (a running sum, a reused buffer) without changing what was reduced.
+            wire = [bytes(part) for part in encode_result(payload)]
+        except ResultEncodeError as exc:
+            self.fail(f"{worker} process_event", number, exc)
+            return
+        try:
+            payload = decode_result(wire, self.allow)
+        except ResultDecodeError as exc:
+            self.fail("reducer receiving the result", number, exc)
             return
         result = ResultData(number, worker, payload, self.params.hash)
         self.summary.results += 1
@@ -193,26 +231,18 @@ class _Run:
             self.fail("reducer close", None, exc)
 
 
-def _with_last(it: Iterator[Any]) -> Iterator[tuple[Any, bool]]:
-    prev = next(it, None)
-    if prev is None:
-        return
-    for item in it:
-        yield prev, False
-        prev = item
-    yield prev, True
-
-
-def _replay_without_map(run: _Run, sources: Sequence[CaptureSource]) -> None:
+def _replay_without_map(run: _Run, sources: Sequence[EventSource], loop: int) -> None:
+    # dranspose's replay broadcasts the first event only (the start messages every worker
+    # needs); broadcasting another one, e.g. the last, would reduce its result once per worker.
     names = run.names
     rr = 0
-    for (number, streams), last in _with_last(merged_events(sources)):
+    first = True
+    for number, streams in repeated(lambda: merged_events(sources), loop):
         run.summary.events += 1
         for stream in streams:
             run.ledger(stream).delivered += 1
-        # After a truncation the last complete event is data, not the end message.
-        end = last and not any(s.truncated for s in sources)
-        if number == 0 or end:
+        if first:
+            first = False
             for name in names:
                 run.run_event(name, number, streams)
         else:
@@ -220,13 +250,16 @@ def _replay_without_map(run: _Run, sources: Sequence[CaptureSource]) -> None:
             rr = (rr + 1) % len(names)
 
 
-def _replay_with_map(run: _Run, sources: Sequence[CaptureSource], tmap: TriggerMap) -> None:
-    queues = StreamQueues(sources)
+def _replay_with_map(
+    run: _Run, sources: Sequence[EventSource], tmap: TriggerMap, loop: int
+) -> None:
+    looped = [LoopedSource(s, loop) for s in sources] if loop > 1 else sources
+    queues = FrameQueues(looped)
     missing = [s for s in tmap.streams if s not in queues.streams]
     if missing:
         raise TriggerMapError(
-            f"the map uses stream(s) {', '.join(missing)} that no capture provides "
-            f"(captures provide: {', '.join(sorted(queues.streams)) or 'nothing'})"
+            f"the map uses stream(s) {', '.join(missing)} that no input provides "
+            f"(inputs provide: {', '.join(sorted(queues.streams)) or 'nothing'})"
         )
     assigner = Assigner(tmap, [WorkerSpec(n) for n in run.names], slots=1)
     assignment: Assignment
@@ -251,17 +284,38 @@ def _replay_with_map(run: _Run, sources: Sequence[CaptureSource], tmap: TriggerM
         run.ledger(stream).unused += n
 
 
+def open_inputs(cfg: ReplayConfig) -> list[EventSource]:
+    """Every input of ``cfg``: capture files, HDF5 files, the coded source; two inputs feeding
+    one stream are refused."""
+    if cfg.loop < 1:
+        raise CaptureError(f"loop must be at least 1, got {cfg.loop}")
+    files = [c for c in cfg.captures if not is_hdf5_spec(c)]
+    sources: list[EventSource] = [*open_captures(files, trust_pickle=cfg.trust_pickle)]
+    names = [str(c) for c in files]
+    for text in cfg.captures:
+        if is_hdf5_spec(text):
+            sources.append(Hdf5Source(Hdf5Spec.parse(text)))
+            names.append(text)
+    if cfg.source is not None:
+        sources.append(CodeSource(cfg.source, list(cfg.search) or [Path.cwd()]))
+        names.append(f"source {cfg.source}")
+    if not sources:
+        raise CaptureError("nothing to replay: give capture or HDF5 files, or a source")
+    check_unique_streams(sources, names)
+    return sources
+
+
 def run_replay(
     cfg: ReplayConfig, progress: Callable[[ReplaySummary], None] | None = None
 ) -> ReplaySummary:
     """Replay the captures through the payloads; raises only for unusable input."""
-    sources = open_captures(cfg.captures, trust_pickle=cfg.trust_pickle)
+    sources = open_inputs(cfg)
     run = _Run(cfg)
     start = time.perf_counter()
     if cfg.trigger_map is None:
-        _replay_without_map(run, sources)
+        _replay_without_map(run, sources, cfg.loop)
     else:
-        _replay_with_map(run, sources, cfg.trigger_map)
+        _replay_with_map(run, sources, cfg.trigger_map, cfg.loop)
     run.finish()
     run.summary.elapsed = time.perf_counter() - start
     for source in sources:
@@ -270,6 +324,13 @@ def run_replay(
         for reason, n in source.drops.counts.items():
             run.summary.drop_reasons[f"{source.streams[0]}: {reason}"] = n
             run.ledger(source.streams[0]).dropped += n
+        if isinstance(source, CodeSource):
+            for failure in source.failures:
+                run.summary.failure_count += 1
+                if len(run.summary.failures) < run.MAX_KEPT_FAILURES:
+                    run.summary.failures.append(
+                        PayloadFailure(failure.source, None, failure.error, failure.traceback)
+                    )
     with run.reducer.reading() as publish:
         run.summary.publish = publish
         if cfg.output is not None and publish is not None:

@@ -246,7 +246,7 @@ def test_map_with_unknown_stream_is_refused(
     tmap.write_text(json.dumps({"eiger": [[{"constraint": 0}]]}))
     code = main(["replay", "-w", ROI_W, "-r", ROI_R, "-f", str(demo_scan), "--map", str(tmap)])
     assert code == 2
-    assert "stream(s) eiger that no capture provides" in capsys.readouterr().err
+    assert "stream(s) eiger that no input provides" in capsys.readouterr().err
 
 
 def test_console_script_local_demo_runs() -> None:
@@ -273,3 +273,173 @@ def test_truncated_capture_replays_complete_records_and_says_where(
     assert "events      12" in out
     assert "results     11" in out
     assert "warning" in out and "truncated after 12 complete records" in out
+
+
+# -- results do not depend on the number of workers -------------------------------------------
+
+DIGEST_PAYLOADS = """
+import zlib
+
+import numpy as np
+
+
+def digest(event):
+    # Event number, streams, frames, bytes and a checksum of everything received: any frame
+    # lost, duplicated or misrouted changes the row.
+    crc, frames, size = 0, 0, 0
+    for name in sorted(event.streams):
+        crc = zlib.crc32(name.encode(), crc)
+        for frame in event.streams[name].frames:
+            raw = bytes(frame.buffer if hasattr(frame, "buffer") else frame)
+            crc = zlib.crc32(raw, crc)
+            frames += 1
+            size += len(raw)
+    return [event.event_number, len(event.streams), frames, size, crc]
+
+
+class RowWorker:
+    # A new row per event, the last (end) event included.
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def process_event(self, event, parameters=None, tick=False):
+        if event.event_number == 0:
+            return None  # the broadcast start event: every worker sees it
+        return digest(event)
+
+
+class StateWorker:
+    # Returns its running state: one buffer, overwritten by every event.
+    def __init__(self, *args, **kwargs):
+        self.state = np.zeros(5, dtype=np.int64)
+
+    def process_event(self, event, parameters=None, tick=False):
+        if event.event_number == 0:
+            return None
+        self.state[:] = digest(event)
+        return {"state": self.state}
+
+
+class PileWorker:
+    # Returns its running state: a list that grows with every event.
+    def __init__(self, *args, **kwargs):
+        self.pile = []
+
+    def process_event(self, event, parameters=None, tick=False):
+        self.pile.append(event.event_number)
+        return {"pile": self.pile}
+
+
+class OpaqueWorker:
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def process_event(self, event, parameters=None, tick=False):
+        return {"handle": object()}
+
+
+class RowReducer:
+    def __init__(self, *args, **kwargs):
+        self.rows = []
+        self.publish = {}
+
+    def process_result(self, result, parameters=None):
+        payload = result.payload
+        if isinstance(payload, dict) and "pile" in payload:
+            self.rows.append(payload["pile"])
+            return
+        self.rows.append(np.asarray(payload["state"] if isinstance(payload, dict) else payload))
+
+    def finish(self, parameters=None):
+        if self.rows and not isinstance(self.rows[0], list):
+            self.publish["rows"] = np.stack(self.rows)
+        else:
+            self.publish["piles"] = [list(p) for p in self.rows]
+"""
+
+
+@pytest.fixture(scope="module")
+def digest_payloads(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # One directory for the module: a process loads a payload package of one name once.
+    root = tmp_path_factory.mktemp("digest")
+    pkg = root / "digest_payloads"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(DIGEST_PAYLOADS)
+    return root
+
+
+def _capture_sets(root: Path) -> list[list[str]]:
+    files = sorted(p for p in root.iterdir() if p.is_file() and ".cbor" in p.name)
+    return [[str(p)] for p in files] + [sorted(str(p) for p in (root / "danmax-tomo").iterdir())]
+
+
+def assert_same_tree(a: object, b: object, where: str = "") -> None:
+    """Two HDF5 trees (``read_tree`` dicts) hold the same groups, shapes, dtypes and values."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and sorted(a) == sorted(b), where
+        for key in a:
+            assert_same_tree(a[key], b[key], f"{where}/{key}")
+        return
+    a_arr, b_arr = np.asarray(a), np.asarray(b)
+    assert (a_arr.shape, a_arr.dtype) == (b_arr.shape, b_arr.dtype), where
+    np.testing.assert_array_equal(a_arr, b_arr, err_msg=where)
+
+
+@pytest.mark.captures
+@pytest.mark.parametrize("worker", ["RowWorker", "StateWorker"])
+def test_results_do_not_depend_on_the_number_of_workers(
+    captures: Path, digest_payloads: Path, tmp_path: Path, worker: str
+) -> None:
+    for files in _capture_sets(captures):
+        trees = []
+        for workers in (1, 2, 3):
+            out = tmp_path / f"{worker}-{workers}.h5"
+            s = run_replay(
+                ReplayConfig(
+                    worker=f"digest_payloads:{worker}",
+                    reducer="digest_payloads:RowReducer",
+                    captures=files,
+                    workers=workers,
+                    output=out,
+                    search=[digest_payloads],
+                )
+            )
+            assert s.ok, s.failures
+            with h5py.File(out) as f:
+                trees.append(read_tree(f))
+            rows = trees[-1]["rows"]
+            # One row per event after the first, each its own (not the worker's last state).
+            assert len(rows) == s.events - 1, files
+            np.testing.assert_array_equal(rows[:, 0], np.arange(1, s.events))
+        for workers, tree in zip((2, 3), trees[1:], strict=True):
+            assert_same_tree(trees[0], tree, f"{files[0]} with {workers} workers")
+
+
+def test_a_returned_running_state_is_reduced_as_it_was_when_returned(
+    demo_scan: Path, digest_payloads: Path
+) -> None:
+    s = run_replay(
+        ReplayConfig(
+            worker="digest_payloads:PileWorker",
+            reducer="digest_payloads:RowReducer",
+            captures=[str(demo_scan)],
+            search=[digest_payloads],
+        )
+    )
+    assert s.ok, s.failures
+    assert s.publish["piles"] == [list(range(n + 1)) for n in range(14)]
+
+
+def test_a_result_that_cannot_travel_fails_as_it_would_live(
+    demo_scan: Path, digest_payloads: Path
+) -> None:
+    s = run_replay(
+        ReplayConfig(
+            worker="digest_payloads:OpaqueWorker",
+            reducer="digest_payloads:RowReducer",
+            captures=[str(demo_scan)],
+            search=[digest_payloads],
+        )
+    )
+    assert s.failure_count == 14 and s.results == 0
+    assert "cannot send object at result['handle']" in s.failures[0].error
