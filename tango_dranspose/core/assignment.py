@@ -34,6 +34,10 @@ class Assignment:
     event_number: int
     streams: dict[str, tuple[str, ...]]
     workers: tuple[str, ...] = field(default=())
+    occurrence: int = 0
+    # Constraint -> (bound worker, tags asked for): the event's share of each placement group.
+    constraints: dict[int, tuple[str, frozenset[str]]] = field(default_factory=dict)
+    closing: tuple[int, ...] = ()  # constraints this event uses for the last time
 
     def streams_for(self, worker: str) -> list[str]:
         return [s for s, ws in self.streams.items() if worker in ws]
@@ -76,8 +80,51 @@ class Assigner:
         self._occurrence = -2
         self._bound: dict[int, str] = {}
         self._broadcast: dict[frozenset[str], tuple[str, ...]] = {}
+        self._last_rows: dict[str, dict[int, int]] = {}
         self.next_event = 0
         self.done = len(tmap) == 0
+
+    # -- the crew changes during a scan ----------------------------------------------------
+
+    @property
+    def occurrence(self) -> int:
+        return self._occurrence
+
+    def free(self, worker: str) -> int:
+        return self._free.get(worker, 0)
+
+    def worker_names(self) -> list[str]:
+        return [w.name for w in self.workers]
+
+    def remove_worker(self, worker: str) -> None:
+        """``worker`` is gone: it gets nothing more; constraints bound to it must be rebound."""
+        self.workers = [w for w in self.workers if w.name != worker]
+        self._tags.pop(worker, None)
+        self._free.pop(worker, None)
+        self._waiting.pop(worker, None)
+        self._broadcast.clear()
+        for constraint in [c for c, w in self._bound.items() if w == worker]:
+            del self._bound[constraint]
+
+    def add_worker(self, spec: WorkerSpec, slots: int) -> None:
+        """A worker (re)joins the running scan with ``slots`` free slots."""
+        self.remove_worker(spec.name)
+        self.workers.append(spec)
+        self._tags[spec.name] = spec.tags
+        self._free[spec.name] = 0
+        self._broadcast.clear()
+        self.ready(spec.name, slots)
+
+    def rebind(self, occurrence: int, constraint: int, worker: str) -> None:
+        """Later events of ``constraint`` in this occurrence go to ``worker``."""
+        if occurrence == self._occurrence:
+            self._bound[constraint] = worker
+
+    def take(self, worker: str, slots: int) -> None:
+        """``worker`` was handed ``slots`` events outside the map's order (a re-dispatch)."""
+        for _ in range(slots):
+            if worker in self._free:
+                self._take(worker)
 
     def ready(self, worker: str, slots: int = 1) -> None:
         """``worker`` finished ``slots`` events (or announces initial capacity)."""
@@ -133,19 +180,36 @@ class Assigner:
             self._pending = spec
             return None
         self._pending = None
-        streams, new_bindings, recipients = plan
+        streams, new_bindings, recipients, constraints = plan
         self._bound.update(new_bindings)
         for name in recipients:
             self._take(name)
         self.next_event = spec.event_number + 1
-        return Assignment(spec.event_number, streams, tuple(recipients))
+        closing: tuple[int, ...] = ()
+        if constraints:
+            last = self._last_rows.get(spec.part)
+            if last is None:
+                last = self._last_rows[spec.part] = self.map.parts[spec.part].last_rows()
+            closing = tuple(c for c in constraints if last.get(c) == spec.row)
+        return Assignment(
+            spec.event_number, streams, tuple(recipients), spec.occurrence, constraints, closing
+        )
 
     def _plan(
         self, spec: EventSpec
-    ) -> tuple[dict[str, tuple[str, ...]], dict[int, str], list[str]] | None:
+    ) -> (
+        tuple[
+            dict[str, tuple[str, ...]],
+            dict[int, str],
+            list[str],
+            dict[int, tuple[str, frozenset[str]]],
+        ]
+        | None
+    ):
         streams: dict[str, tuple[str, ...]] = {}
         new: dict[int, str] = {}
         recipients: dict[str, None] = {}
+        constraints: dict[int, tuple[str, frozenset[str]]] = {}
         for stream, cell in spec.items():
             if cell is None:
                 continue
@@ -164,9 +228,11 @@ class Assigner:
                 elif bound not in recipients and self._free[bound] <= 0:
                     return None
                 names[bound] = None
+                seen = constraints.get(vw.constraint)
+                constraints[vw.constraint] = (bound, vw.tags if seen is None else seen[1] | vw.tags)
             streams[stream] = tuple(names)
             recipients.update(names)
-        return streams, new, list(recipients)
+        return streams, new, list(recipients), constraints
 
     def __iter__(self) -> Iterator[Assignment]:
         """Assign everything, as if every worker were always free (for tests and planning)."""

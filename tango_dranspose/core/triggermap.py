@@ -58,6 +58,17 @@ class Part:
     def __len__(self) -> int:
         return len(self.rows)
 
+    def last_rows(self) -> dict[int, int]:
+        """Constraint -> the last row of this part that uses it: where its group closes."""
+        last: dict[int, int] = {}
+        for index, row in enumerate(self.rows):
+            for cell in row:
+                if cell:
+                    for vw in cell:
+                        if vw.constraint is not None:
+                            last[vw.constraint] = index
+        return last
+
 
 @dataclass(frozen=True, slots=True)
 class EventSpec:
@@ -68,6 +79,7 @@ class EventSpec:
     part: str
     streams: tuple[str, ...]
     cells: tuple[Cell, ...]
+    row: int = 0  # index of the row within its part
 
     def items(self) -> Iterator[tuple[str, Cell]]:
         return zip(self.streams, self.cells, strict=True)
@@ -287,9 +299,8 @@ class TriggerMap:
             n -= 1
         occ = bisect.bisect_right(self._offsets, n) - 1
         part = self.parts[self.sequence[occ]]
-        return EventSpec(
-            event_number, occ, part.name, part.streams, part.rows[n - self._offsets[occ]]
-        )
+        row = n - self._offsets[occ]
+        return EventSpec(event_number, occ, part.name, part.streams, part.rows[row], row)
 
     def iter_events(self, start: int = 0) -> Iterator[EventSpec]:
         """Every event from ``start`` on, in order, without materialising the sequence."""
@@ -304,8 +315,8 @@ class TriggerMap:
             occ = bisect.bisect_right(self._offsets, n) - 1
             part = self.parts[self.sequence[occ]]
             first = n - self._offsets[occ]
-            for row in part.rows[first:]:
-                yield EventSpec(number, occ, part.name, part.streams, row)
+            for index, row in enumerate(part.rows[first:], first):
+                yield EventSpec(number, occ, part.name, part.streams, row, index)
                 number += 1
         if self.wrap and number == total - 1:
             yield self._wrap_event(number, len(self.sequence))

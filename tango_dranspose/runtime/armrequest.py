@@ -34,6 +34,9 @@ class ArmRequest(BaseModel):
         for name, value in self.parameters.items():
             if isinstance(value, bytes):
                 out[name] = value
+            elif isinstance(value, bool):
+                # dranspose's rule for booleans is the text "True"; JSON's ``true`` means it.
+                out[name] = b"True" if value else b"False"
             elif isinstance(value, str):
                 out[name] = value.encode()
             else:
@@ -48,6 +51,12 @@ def parse_arm_request(text: str | bytes) -> ArmRequest:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"the arm request is not valid JSON: {exc}") from None
+    return arm_request(obj)
+
+
+def arm_request(obj: Any) -> ArmRequest:
+    """The one reading of an arm request, whether it came as Tango ``Arm`` text or as a
+    ZeroMQ client command (already decoded JSON)."""
     if not isinstance(obj, dict):
         raise ValueError(f"the arm request must be a JSON object, got {type(obj).__name__}")
     if "map" not in obj:

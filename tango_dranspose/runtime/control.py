@@ -16,6 +16,7 @@ from typing import Any
 import zmq
 
 from tango_dranspose.runtime import transport
+from tango_dranspose.runtime.armrequest import ArmRequest, arm_request
 from tango_dranspose.runtime.scheduler import ArmError, Scheduler
 
 log = logging.getLogger("tango_dranspose.control")
@@ -74,20 +75,23 @@ class ControlServer:
         cmd = request.get("cmd")
         s = self.scheduler
         if cmd == "arm":
-            params = {k: str(v).encode() for k, v in (request.get("parameters") or {}).items()}
+            try:
+                req = arm_request({k: v for k, v in request.items() if k != "cmd"})
+            except ValueError as exc:
+                return {"ok": False, "error": str(exc)}
             scan_id = await s.arm(
-                request["map"],
-                scan_id=request.get("scan_id"),
-                parameters=params,
-                metadata=request.get("metadata") or {},
-                record_dir=request.get("record_dir"),
+                req.map,
+                scan_id=req.scan_id,
+                parameters=req.parameter_bytes(),
+                metadata=req.scan_metadata(),
+                record_dir=req.record_dir,
             )
             return {"ok": True, "scan_id": scan_id}
         if cmd in ("stop", "abort"):
             await s.stop("stopped" if cmd == "stop" else "aborted")
             return {"ok": True}
         if cmd == "parameters":
-            values = {k: str(v).encode() for k, v in (request.get("values") or {}).items()}
+            values = ArmRequest(map={}, parameters=request.get("values") or {}).parameter_bytes()
             try:
                 version = await s.set_parameters(values)
             except ValueError as exc:

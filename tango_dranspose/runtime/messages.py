@@ -51,6 +51,8 @@ class Done(Message):
     events: list[tuple[int, bool]]
     errors: int = 0
     last_error: str | None = None
+    lost: int = 0  # events whose frames could not be sent again after a worker died
+    results_lost: int = 0  # results not delivered: the reducer was gone
 
 
 class Ingested(Message):
@@ -120,6 +122,8 @@ class Assign(Message):
     op: Literal["assign"] = "assign"
     scan: int
     events: list[tuple[int, dict[str, list[str]]]]
+    # Frames of events below this are settled: the ingester need not keep them any longer.
+    release: int = -1
 
 
 class Expect(Message):
@@ -128,14 +132,29 @@ class Expect(Message):
     op: Literal["expect"] = "expect"
     scan: int
     events: list[tuple[int, list[str], bool]]
+    # Events sent again after a worker died: event -> the worker whose results they replace
+    # (the reducer keeps one result per event and origin).
+    origins: dict[int, str] = {}
+
+
+class Resend(Message):
+    """Ingesters: workers died. Send these events' frames again to the new workers (from the
+    frames kept, or when they are read), forget the dead ones, reach the new ones here."""
+
+    op: Literal["resend"] = "resend"
+    scan: int
+    events: list[tuple[int, dict[str, list[str]]]] = []
+    workers: dict[str, str] = {}  # name -> data address
+    dead: list[str] = []
 
 
 class Finish(Message):
     op: Literal["finish"] = "finish"
     scan: int
-    reason: str = "complete"  # complete | stopped | aborted
+    reason: str = "complete"  # complete | stopped | aborted | failed | interrupted
     expected_results: int | None = None
     ledger: dict[str, dict[str, Any]] = {}  # reducer: for the result file
+    accounting: dict[str, Any] = {}  # reducer: the scan's event accounting, for the file
 
 
 class SetParameters(Message):
@@ -165,7 +184,8 @@ ToScheduler = Annotated[
     Field(discriminator="op"),
 ]
 ToService = Annotated[
-    Arm | Assign | Expect | Finish | Welcome | Seen | SetParameters, Field(discriminator="op")
+    Arm | Assign | Expect | Resend | Finish | Welcome | Seen | SetParameters,
+    Field(discriminator="op"),
 ]
 
 # One pydantic-core call parses and validates a message (several are handled per event).

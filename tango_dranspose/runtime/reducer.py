@@ -42,8 +42,10 @@ from tango_dranspose.runtime.messages import (
 )
 from tango_dranspose.runtime.resultfile import ScanRecord, VersionRecord, write_record
 from tango_dranspose.runtime.service import PayloadService
+from tango_dranspose.runtime.stats import ByteBudget
 
 REPORT_INTERVAL = 0.05
+MAX_QUEUED_BYTES = 256 << 20  # results received and not reduced yet, at most (default)
 
 
 @dataclass
@@ -63,6 +65,10 @@ class _Scan:
     # Parameters of each version by hash, for results computed with it (thread-owned).
     by_hash: dict[str, dict[str, Any]] = field(default_factory=dict)
     written_at: float = 0.0
+    # Events reduced, by origin (the worker first given the event): a result of an event sent
+    # again after its worker died is reduced once, whoever computed it.
+    seen: dict[str, set[int]] = field(default_factory=dict)
+    duplicates: int = 0
 
 
 def result_path(metadata: dict[str, Any], scan_id: str, output_dir: Path | None) -> str | None:
@@ -83,6 +89,7 @@ def result_path(metadata: dict[str, Any], scan_id: str, output_dir: Path | None)
 
 class ReducerService(PayloadService):
     kind = "reducer"
+    data_hwm = 8  # result batches waiting in the socket: the byte budget is the real bound
 
     def __init__(
         self,
@@ -94,10 +101,12 @@ class ReducerService(PayloadService):
         search: list[str] | None = None,
         output_dir: str | None = None,
         write_interval: float | None = 10.0,
+        max_queued_bytes: int = MAX_QUEUED_BYTES,
     ) -> None:
         super().__init__(
             name, scheduler, reducer_class, bind=bind, search=search, queue_size=10_000
         )
+        self.budget = ByteBudget(max_queued_bytes)
         self.output_dir = Path(output_dir) if output_dir else None
         self.write_interval = write_interval  # seconds between rewrites of the file mid-scan
         self.scan: _Scan | None = None
@@ -125,6 +134,9 @@ class ReducerService(PayloadService):
             "last_error": self.last_error,
             "scan": self.scan.number if self.scan else None,
             "output": self.last_output,
+            "duplicates": self.scan.duplicates if self.scan else 0,
+            "queued_bytes": self.budget.used,
+            "queued_bytes_peak": self.budget.peak,
         }
 
     @contextlib.contextmanager
@@ -185,6 +197,7 @@ class ReducerService(PayloadService):
                 return
             if current.record is not None:
                 current.record.ledger = dict(msg.ledger)
+                current.record.accounting = dict(msg.accounting)
             self._work.put(("finish", current, msg.reason, msg.expected_results))
 
     # -- data ----------------------------------------------------------------------------
@@ -199,7 +212,7 @@ class ReducerService(PayloadService):
         scan = self.scan
         try:
             scan_no, worker, phash, table = transport.unpack_result_header(frames[0].buffer)
-            if sum(n for _, n in table) != len(frames) - 1:
+            if sum(n for _, n, _ in table) != len(frames) - 1:
                 raise ValueError("frame count does not match the header")
         except (ValueError, TypeError, UnicodeDecodeError) as exc:
             self.rejected += 1
@@ -210,16 +223,20 @@ class ReducerService(PayloadService):
             return
         results = []
         pos = 1
-        for event, count in table:
-            results.append((event, frames[pos : pos + count]))
+        for event, count, origin in table:
+            results.append((event, origin, frames[pos : pos + count]))
             pos += count
-        item = ("results", scan, worker, phash, results)
+        size = sum(len(f.buffer) for f in frames[1:])
+        item = ("results", scan, worker, phash, results, size)
+        loop = asyncio.get_running_loop()
+        if not self.budget.try_take(size):
+            # The reducer is behind: wait without blocking the loop, which stops reading and
+            # lets the workers' sockets fill up (back-pressure all the way to the detector).
+            await loop.run_in_executor(None, self.budget.take, size)
         try:
             self._work.put_nowait(item)
         except queue.Full:
-            # The reducer is behind: wait without blocking the loop, which stops reading
-            # and lets the workers' sockets fill up (back-pressure).
-            await asyncio.get_running_loop().run_in_executor(None, self._work.put, item)
+            await loop.run_in_executor(None, self._work.put, item)
 
     # -- reducing thread -----------------------------------------------------------------
 
@@ -259,11 +276,17 @@ class ReducerService(PayloadService):
                 self._add_version(item[1], item[2])
                 continue
             if what == "results":
-                _, rscan, worker, phash, results = item
-                for event, frames in results:
+                _, rscan, worker, phash, results, size = item
+                for event, origin, frames in results:
                     if rscan.finished:
                         break
+                    seen = rscan.seen.setdefault(origin, set())
+                    if event in seen:
+                        rscan.duplicates += 1
+                        continue
+                    seen.add(event)
                     self._reduce(rscan, event, worker, phash, frames)
+                self.budget.give(size)
             elif what == "finish":
                 _, fscan, reason, expected = item
                 fscan.finishing = reason
@@ -389,6 +412,7 @@ class ReducerService(PayloadService):
             "errors": self.errors,
             "output": written,
             "reason": scan.finishing,
+            "duplicates": scan.duplicates,
         }
         self.call_soon(
             self.send_nowait, Finished(scan=scan.number, kind="reducer", summary=summary)

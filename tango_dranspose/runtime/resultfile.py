@@ -20,7 +20,19 @@ from typing import Any
 import h5py
 import numpy as np
 
+from tango_dranspose.core.ledger import StreamLedger
+
 GROUP = "tango_dranspose"
+LEDGER_COUNTS = (
+    "expected",
+    "delivered",
+    "discarded",
+    "missing",
+    "dropped_slots",
+    "not_received",
+    "redispatched",
+    "bytes",
+)
 _STR = h5py.string_dtype("utf-8")
 _PACKAGES = ("tango-dranspose", "numpy", "h5py", "pyzmq", "pytango")
 
@@ -49,6 +61,7 @@ class ScanRecord:
     metadata: dict[str, Any]
     versions: dict[str, VersionRecord] = field(default_factory=dict)  # by hash
     ledger: dict[str, dict[str, Any]] = field(default_factory=dict)
+    accounting: dict[str, Any] = field(default_factory=dict)
     end_reason: str | None = None
 
 
@@ -88,10 +101,18 @@ def write_record(f: h5py.File, record: ScanRecord, complete: bool) -> None:
         _text(g, "trigger_map", tmap)
     ledger = g.create_group("ledger")
     for stream, counts in sorted(record.ledger.items()):
+        led = StreamLedger.model_validate(counts)
         s = ledger.create_group(stream)
-        for key in ("delivered", "discarded", "missing", "bytes"):
-            s.attrs[key] = int(counts.get(key, 0) or 0)
-        s.attrs["dropped"] = json.dumps(counts.get("dropped") or {}, sort_keys=True)
+        for key in LEDGER_COUNTS:
+            s.attrs[key] = int(getattr(led, key))
+        s.attrs["lost_total"] = led.lost_total
+        for key in ("dropped", "lost", "drop_samples"):
+            s.attrs[key] = json.dumps(getattr(led, key), sort_keys=True)
+        s.attrs["upstream_error"] = led.upstream_error or ""
+        s.attrs["interrupted_at"] = -1 if led.interrupted_at is None else led.interrupted_at
+        s.attrs["not_received_events"] = led.not_received_events
+    if record.accounting:
+        _text(g, "accounting", record.accounting)
     params = g.create_group("parameters")
     for rec in sorted(record.versions.values(), key=lambda r: (r.from_event, r.version)):
         v = params.create_group(f"v{rec.version}")

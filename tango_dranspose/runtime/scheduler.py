@@ -1,11 +1,12 @@
 """Scheduler: owns the armed map, hands out work in batches, keeps the completion ledger.
 
 Services register on its ROUTER socket. ``arm`` checks the map against the registered
-ingesters and workers, arms every service, and waits for all of them. Then assignments flow:
-each worker holds a window of pending events (its slots); as it reports events done, the
-assigner binds further events, and the new assignments go out in one message per service.
-There is no round trip per event. The scan ends when every event is processed, every ingester
-has passed its last event and the reducer has reduced every result; or on stop/abort.
+ingesters and workers (``core.scan.plan_arm``), arms every service, and waits for all of them.
+Then assignments flow: each worker holds a window of pending events (its slots); as it reports
+events done, the assigner binds further events, and the new assignments go out in one message
+per service. There is no round trip per event. The scan ends when every event is processed,
+every ingester has passed its last event and the reducer has reduced every result; or on
+stop/abort; or when it cannot go on (``runtime.recovery``: what a dead component changes).
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from typing import Any
 
 import zmq
 
-from tango_dranspose.core.assignment import Assigner, NotEnoughWorkers, WorkerSpec
+from tango_dranspose.core.assignment import Assigner, WorkerSpec
+from tango_dranspose.core.ledger import load_ledger
 from tango_dranspose.core.parameters import ParameterError
+from tango_dranspose.core.scan import ArmRefused, Phase, is_complete, plan_arm
 from tango_dranspose.core.triggermap import TriggerMap, TriggerMapError
 from tango_dranspose.runtime import transport
 from tango_dranspose.runtime.messages import (
@@ -46,23 +49,27 @@ from tango_dranspose.runtime.messages import (
     load_to_scheduler,
 )
 from tango_dranspose.runtime.paramstore import ParameterStore, Segment, Version
+from tango_dranspose.runtime.recovery import Recovery
 from tango_dranspose.runtime.scanstate import Component, ScanState, scan_summary
 
 log = logging.getLogger("tango_dranspose.scheduler")
 
 ARM_TIMEOUT = 15.0
-
-
-class ArmError(ValueError):
-    """The scan cannot be armed; the text says why."""
+FINISH_WAIT = 1.0  # seconds a stopped scan waits for the ingesters' last counts
+ArmError = ArmRefused  # the name clients know
 
 
 class Scheduler:
     """The pipeline's engine; embeddable (the controller device) or its own process."""
 
-    def __init__(self, bind: str = "tcp://127.0.0.1:0", *, window: int = 32) -> None:
+    def __init__(
+        self, bind: str = "tcp://127.0.0.1:0", *, window: int = 32, on_new_series: str = "end"
+    ) -> None:
+        if on_new_series not in ("end", "fail"):
+            raise ValueError(f"on_new_series must be 'end' or 'fail', got {on_new_series!r}")
         self.bind_address = bind
         self.window = window
+        self.on_new_series = on_new_series
         self.components: dict[str, Component] = {}
         self.scan: ScanState | None = None
         self.history: list[dict[str, Any]] = []
@@ -76,6 +83,7 @@ class Scheduler:
         self.registered = asyncio.Condition()
         # Replaced (after being set) on every change, so waiters wake once per change.
         self._progress = asyncio.Event()
+        self.recovery = Recovery(self)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -85,7 +93,9 @@ class Scheduler:
         # A service restarted under the same name takes over its identity at once.
         self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
         self.address = transport.bind(self.router, self.bind_address)
+        self._probe: zmq.Socket[Any] = zmq.Socket.shadow(self.router.underlying)
         self._tasks.append(asyncio.ensure_future(self._loop()))
+        self._tasks.append(asyncio.ensure_future(self.recovery.watch()))
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -94,6 +104,18 @@ class Scheduler:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self.router.close(0)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.append(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        if task in self._tasks:
+            self._tasks.remove(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.internal_errors += 1
+            log.error("task failed: %r", task.exception(), exc_info=task.exception())
 
     async def wait_for(self, kinds: dict[str, int], timeout: float = 30.0) -> None:
         """Until at least ``kinds`` (e.g. {"worker": 2}) components are registered and alive."""
@@ -110,11 +132,15 @@ class Scheduler:
 
     # -- messages ------------------------------------------------------------------------
 
-    async def _send(self, name: str, msg: Message) -> None:
+    async def _send(self, name: str, msg: Message) -> bool:
         try:
             await self.router.send_multipart([name.encode(), msg.dump()])
+            return True
         except zmq.ZMQError as exc:
-            log.warning("cannot reach %s: %s", name, exc)
+            comp = self.components.get(name)
+            if comp is None or not comp.lost:
+                log.warning("cannot reach %s: %s", name, exc)
+            return False
 
     async def _loop(self) -> None:
         router = transport.FastSocket(self.router)
@@ -131,7 +157,8 @@ class Scheduler:
             log.warning("from %s: %s", name, exc)
             return
         comp = self.components.get(name)
-        if comp is None and not isinstance(msg, Hello):
+        if (comp is None or comp.lost) and not isinstance(msg, Hello):
+            # Unknown, or declared dead: it must introduce itself (again) to take part.
             await self._send(name, Welcome(scan=-1))
             return
         if comp is not None:
@@ -146,24 +173,7 @@ class Scheduler:
     async def _handle(self, name: str, msg: Message) -> None:
         scan = self.scan
         if isinstance(msg, Hello):
-            self.components[name] = Component(
-                msg.kind,
-                name,
-                msg.address,
-                msg.streams,
-                msg.tags,
-                msg.parameters,
-                msg.payload,
-                msg.pid,
-            )
-            try:
-                self.params.describe_from(msg.parameters)
-            except ValueError as exc:
-                log.warning("%s %s describes parameters badly: %s", msg.kind, name, exc)
-            log.info("%s %s registered (%s)", msg.kind, name, msg.address or ", ".join(msg.streams))
-            await self._send(name, Seen())
-            async with self.registered:
-                self.registered.notify_all()
+            await self._hello(name, msg)
             return
         if isinstance(msg, Status):
             self.components[name].counters = msg.counters
@@ -172,25 +182,17 @@ class Scheduler:
         if scan is None or getattr(msg, "scan", None) != scan.number:
             return  # late news about an earlier scan
         if isinstance(msg, ParametersApplied):
-            if scan is not None and msg.scan == scan.number:
-                for segment in scan.segments:
-                    if segment.version.number == msg.version:
-                        segment.applied.setdefault(name, msg.event)
+            for segment in scan.segments:
+                if segment.version.number == msg.version:
+                    segment.applied.setdefault(name, msg.event)
             return
         if isinstance(msg, Armed):
-            if msg.ok:
-                scan.armed.add(name)
-                if msg.tick_interval:
-                    scan.tick_interval = msg.tick_interval
-            else:
-                scan.arm_errors[name] = msg.error or "refused"
-            if len(scan.armed) + len(scan.arm_errors) >= len(self._participants(scan)):
-                scan.armed_event.set()
+            await self._armed(scan, name, msg)
         elif isinstance(msg, Done):
             await self._on_done(scan, name, msg)
         elif isinstance(msg, Ingested):
             scan.ingested[name] = msg.upto
-            scan.ledgers.update(msg.ledger)
+            await self._ledger_update(scan, msg.ledger)
             await self._check_complete(scan)
         elif isinstance(msg, Reduced):
             scan.results_reduced = msg.results
@@ -201,10 +203,53 @@ class Scheduler:
             if msg.kind == "reducer":
                 scan.reducer_summary = msg.summary
                 scan.results_reduced = msg.summary.get("results", scan.results_reduced)
+                scan.duplicates = int(msg.summary.get("duplicates", 0) or 0)
                 self._end(scan)
             elif msg.kind == "ingester":
-                for stream, counts in msg.summary.get("ledger", {}).items():
-                    scan.ledgers[stream] = counts
+                scan.finished_ingesters.add(name)
+                await self._ledger_update(scan, msg.summary.get("ledger", {}))
+
+    async def _hello(self, name: str, msg: Hello) -> None:
+        old = self.components.get(name)
+        if old is not None and not old.lost and old.pid and msg.pid and old.pid != msg.pid:
+            await self.recovery.lose(old, "it restarted")
+        self.components[name] = Component(
+            msg.kind,
+            name,
+            msg.address,
+            msg.streams,
+            msg.tags,
+            msg.parameters,
+            msg.payload,
+            msg.pid,
+        )
+        try:
+            self.params.describe_from(msg.parameters)
+        except ValueError as exc:
+            log.warning("%s %s describes parameters badly: %s", msg.kind, name, exc)
+        log.info("%s %s registered (%s)", msg.kind, name, msg.address or ", ".join(msg.streams))
+        await self._send(name, Seen())
+        async with self.registered:
+            self.registered.notify_all()
+        scan = self.scan
+        if msg.kind == "worker" and scan is not None and scan.state is Phase.RUNNING:
+            await self.recovery.invite(scan, name)
+
+    async def _armed(self, scan: ScanState, name: str, msg: Armed) -> None:
+        if name in scan.joining:
+            await self.recovery.joined(scan, name, msg)
+            return
+        if msg.ok:
+            scan.armed.add(name)
+            if msg.tick_interval:
+                scan.tick_interval = msg.tick_interval
+        else:
+            scan.arm_errors[name] = msg.error or "refused"
+        self._check_armed(scan)
+
+    def _check_armed(self, scan: ScanState) -> None:
+        if len(scan.armed) + len(scan.arm_errors) >= len(self._participants(scan)):
+            scan.armed_event.set()
 
     # -- arming --------------------------------------------------------------------------
 
@@ -224,7 +269,7 @@ class Scheduler:
         record_dir: str | None = None,
     ) -> str:
         """Arm a scan; returns its id. Raises :class:`ArmError` saying what is wrong."""
-        if self.scan is not None and self.scan.state in ("arming", "running", "finishing"):
+        if self.scan is not None and self.scan.state.active:
             raise ArmError(f"scan {self.scan.scan_id} is still {self.scan.state}; stop it first")
         try:
             tmap = (
@@ -234,77 +279,53 @@ class Scheduler:
             )
         except TriggerMapError as exc:
             raise ArmError(f"invalid trigger map: {exc}") from None
-        owners: dict[str, str] = {}
-        for ing in self._alive("ingester"):
-            for stream in ing.streams:
-                if stream in tmap.streams and stream in owners:
-                    raise ArmError(
-                        f"stream {stream} is served by two ingesters, {owners[stream]} and "
-                        f"{ing.name}: remove it from one of them"
-                    )
-                owners.setdefault(stream, ing.name)
-        missing = [s for s in tmap.streams if s not in owners]
-        if missing:
-            raise ArmError(
-                f"no ingester serves stream(s) {', '.join(missing)} "
-                f"(available: {', '.join(sorted(owners)) or 'none'})"
-            )
         workers = self._alive("worker")
         specs = [WorkerSpec(w.name, frozenset(w.tags)) for w in workers]
-        reducers = self._alive("reducer")
-        if not reducers:
-            raise ArmError("no reducer is running")
-        if len(reducers) > 1:
-            names = ", ".join(sorted(r.name for r in reducers))
-            raise ArmError(f"several reducers are running ({names}); a pipeline has one")
-        try:
-            assigner = Assigner(tmap, specs, slots=self.window)
-        except NotEnoughWorkers as exc:
-            raise ArmError(str(exc)) from None
+        plan = plan_arm(
+            tmap,
+            {ing.name: ing.streams for ing in self._alive("ingester")},
+            specs,
+            [r.name for r in self._alive("reducer")],
+        )
+        assigner = Assigner(tmap, specs, slots=self.window)
         try:
             self.params.update(dict(parameters or {}), allow_unknown=True)
         except ParameterError as exc:
             raise ArmError(str(exc)) from None
         self._serial += 1
-        ingesters: dict[str, list[str]] = {}
-        for stream in tmap.streams:
-            ingesters.setdefault(owners[stream], []).append(stream)
         version = self.params.current
-        raw = dict(version.values)
-        params_hash = version.hash
         meta = dict(metadata or {})
         scan = ScanState(
             number=self._serial,
             scan_id=scan_id or uuid.uuid4().hex[:12],
             tmap=tmap,
             metadata=meta,
-            parameters_hash=params_hash,
-            ingesters=ingesters,
+            parameters_hash=version.hash,
+            ingesters=plan.ingesters,
             workers=[w.name for w in workers],
-            reducer=reducers[0].name,
+            reducer=plan.reducer,
             window=self.window,
             assigner=assigner,
         )
         scan.segments.append(Segment(version, 0))
         self.scan = scan
+        reducer = self.components[plan.reducer]
         addresses = {w.name: w.address or "" for w in workers}
-        base = {
+        scan.arm_base = {
             "scan": scan.number,
             "scan_id": scan.scan_id,
-            "parameters": encode_parameters(raw),
-            "parameters_hash": params_hash,
-            "parameters_version": version.number,
             "descriptions": [d.model_dump(mode="json") for d in self.params.descriptions.values()],
             "metadata": meta,
             "window": self.window,
             "total_events": len(tmap),
         }
-        for ing_name, streams in ingesters.items():
+        base = {**scan.arm_base, **self._version_fields(version)}
+        for ing_name, streams in plan.ingesters.items():
             await self._send(
                 ing_name, Arm(**base, workers=addresses, streams=streams, record_dir=record_dir)
             )
         for worker in workers:
-            await self._send(worker.name, Arm(**base, reducer=reducers[0].address))
+            await self._send(worker.name, Arm(**base, reducer=reducer.address))
         payloads = sorted({w.payload for w in workers if w.payload})
         reducer_meta = {**meta, "worker_payloads": payloads, "trigger_map": tmap.to_json()}
         await self._send(scan.reducer, Arm(**{**base, "metadata": reducer_meta}))
@@ -317,29 +338,40 @@ class Scheduler:
                 if p not in scan.armed and p not in scan.arm_errors
             ]
             scan.arm_errors.update({p: "did not answer" for p in silent})
-        if scan.state != "arming":
+        if scan.state is not Phase.ARMING:
             raise ArmError(f"scan {scan.scan_id} was stopped while arming")
         if scan.arm_errors:
-            scan.state = "failed"
+            scan.to(Phase.FAILED)
+            scan.done_event.set()
             await self._broadcast(scan, Finish(scan=scan.number, reason="aborted"))
             errors = "; ".join(f"{k}: {v}" for k, v in sorted(scan.arm_errors.items()))
-            raise ArmError(f"arming failed: {errors}")
-        scan.state = "running"
+            scan.failure = f"arming failed: {errors}"
+            raise ArmError(scan.failure)
+        scan.to(Phase.RUNNING)
         scan.started = time.monotonic()
         log.info("armed scan %s: %s", scan.scan_id, tmap.describe())
         await self._pump(scan)
         self._changed()
         return scan.scan_id
 
+    @staticmethod
+    def _version_fields(version: Version) -> dict[str, Any]:
+        return {
+            "parameters": encode_parameters(dict(version.values)),
+            "parameters_hash": version.hash,
+            "parameters_version": version.number,
+        }
+
     # -- assignment ----------------------------------------------------------------------
 
     async def _pump(self, scan: ScanState) -> None:
         assigner = scan.assigner
-        if assigner is None or scan.state != "running":
+        if assigner is None or scan.state is not Phase.RUNNING:
             return
         to_ingesters: dict[str, list[tuple[int, dict[str, list[str]]]]] = {}
         to_workers: dict[str, list[tuple[int, list[str], bool]]] = {}
         stream_owner = {s: ing for ing, ss in scan.ingesters.items() for s in ss}
+        inflight = scan.inflight
         now = time.monotonic()
         while True:
             a = assigner.next()
@@ -361,78 +393,139 @@ class Scheduler:
                 scan.next_tick = now + scan.tick_interval
             for w, streams in per_worker.items():
                 to_workers.setdefault(w, []).append((a.event_number, streams, w == tick_worker))
-            if per_worker:
-                scan.pending[a.event_number] = len(per_worker)
-            else:
+            if not inflight.add(a):
                 scan.completed += 1  # only discards or gaps: nothing to process
-        # Built by us and well-typed: skip validating thousands of entries per batch.
-        for ing, routes_batch in to_ingesters.items():
-            await self._send(ing, Assign.model_construct(scan=scan.number, events=routes_batch))
+        release = inflight.release()
+        if to_ingesters or release > scan.released:
+            scan.released = release
+            # Built by us and well-typed: skip validating thousands of entries per batch.
+            for ing in scan.ingesters:
+                routes_batch = to_ingesters.get(ing, [])
+                if routes_batch or ing not in scan.dead:
+                    await self._send(
+                        ing,
+                        Assign.model_construct(
+                            scan=scan.number, events=routes_batch, release=release
+                        ),
+                    )
         for w, expect_batch in to_workers.items():
-            await self._send(w, Expect.model_construct(scan=scan.number, events=expect_batch))
+            await self._send(
+                w, Expect.model_construct(scan=scan.number, events=expect_batch, origins={})
+            )
         await self._check_complete(scan)
 
     async def _on_done(self, scan: ScanState, worker: str, msg: Done) -> None:
         assert scan.assigner is not None
+        inflight = scan.inflight
+        known = 0
         for event, has_result in msg.events:
-            left = scan.pending.get(event)
-            if left is None:
+            done = inflight.done(event, worker, has_result)
+            if not done.known:
                 continue
-            if left <= 1:
-                del scan.pending[event]
+            known += 1
+            if done.completed:
                 scan.completed += 1
-            else:
-                scan.pending[event] = left - 1
-            if has_result:
+            if done.new_result:
                 scan.results_expected += 1
+        scan.lose(msg.lost, "frames no longer held for re-dispatch")
+        scan.lose(msg.results_lost, "results not delivered: the reducer was gone")
         comp = self.components.get(worker)
         if comp is not None:
             comp.counters["errors"] = msg.errors
             if msg.last_error:
                 comp.counters["last_error"] = msg.last_error
                 scan.last_error = f"{worker}: {msg.last_error}"
-        if scan.state == "running":
-            scan.assigner.ready(worker, len(msg.events))
+        if scan.state is Phase.RUNNING:
+            if known and worker in scan.workers:
+                scan.assigner.ready(worker, known)
             scan.rate.update(scan.completed)
             await self._pump(scan)
 
+    async def _ledger_update(self, scan: ScanState, raw: dict[str, Any]) -> None:
+        for stream, led in load_ledger(raw).items():
+            scan.ledgers[stream] = led
+            if led.upstream_error and led.upstream_error != scan.upstream_errors.get(stream):
+                scan.upstream_errors[stream] = led.upstream_error
+                scan.last_error = f"stream {stream}: {led.upstream_error}"
+            if led.interrupted_at is not None and stream not in scan.interrupted:
+                await self.recovery.interrupted(scan, stream, led.interrupted_at)
+
     async def _check_complete(self, scan: ScanState) -> None:
-        if scan.state != "running" or scan.assigner is None or not scan.assigner.done:
+        if scan.state is not Phase.RUNNING or scan.assigner is None:
             return
-        if scan.pending:
+        if not is_complete(
+            scan.assigner.done, scan.inflight.in_flight, scan.last_event_of, scan.ingested
+        ):
             return
-        for ing, last in scan.last_event_of.items():
-            if scan.ingested.get(ing, -1) < last:
-                return
-        scan.state = "finishing"
+        scan.to(Phase.FINISHING)
         scan.end_reason = "complete"
         await self._finish(scan, "complete")
 
     async def _finish(self, scan: ScanState, reason: str) -> None:
+        """Tell everyone; the reducer last, with the ledger once the ingesters' last counts
+        are in (a complete scan has them all already)."""
         for name in [*scan.ingesters, *scan.workers]:
-            await self._send(name, Finish(scan=scan.number, reason=reason))
+            if name not in scan.dead:
+                await self._send(name, Finish(scan=scan.number, reason=reason))
+        if reason == "complete":
+            await self._finish_reducer(scan, reason)
+        else:
+            self._spawn(self._finish_after_counts(scan, reason))
+
+    async def _finish_after_counts(self, scan: ScanState, reason: str) -> None:
+        deadline = time.monotonic() + FINISH_WAIT
+        while time.monotonic() < deadline:
+            live = [i for i in scan.ingesters if i not in scan.dead]
+            if all(i in scan.finished_ingesters for i in live):
+                break
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._progress.wait(), deadline - time.monotonic())
+        await self._finish_reducer(scan, reason)
+
+    async def _finish_reducer(self, scan: ScanState, reason: str) -> None:
+        if scan.reducer in scan.dead:
+            return
+        scan.complete_ledger()
         await self._send(
             scan.reducer,
             Finish(
                 scan=scan.number,
                 reason=reason,
                 expected_results=scan.results_expected,
-                ledger=scan.ledgers,
+                ledger={s: led.as_dict() for s, led in scan.ledgers.items()},
+                accounting=self.accounting(scan),
             ),
         )
 
+    @staticmethod
+    def accounting(scan: ScanState) -> dict[str, Any]:
+        """The scan's event-level accounting (beside the per-stream ledger)."""
+        return {
+            "total_events": len(scan.tmap),
+            "completed_events": scan.completed,
+            "results_expected": scan.results_expected,
+            "redispatched": scan.redispatched,
+            "lost_events": dict(scan.lost_events),
+            "dead": list(scan.dead),
+            "rejoined": list(scan.rejoined),
+            "failure": scan.failure,
+            "interrupted": dict(scan.interrupted),
+        }
+
     async def _broadcast(self, scan: ScanState, msg: Message) -> None:
         for name in self._participants(scan):
-            await self._send(name, msg)
+            if name not in scan.dead:
+                await self._send(name, msg)
 
     def _end(self, scan: ScanState) -> None:
         if scan.done_event.is_set():
             return  # a late confirmation of a scan that was ended without it
-        self._count_not_received(scan)
-        if scan.state == "finishing" and scan.end_reason == "complete":
-            scan.state = "finished"
-        elif scan.state == "finishing":
-            scan.state = scan.end_reason or "stopped"
+        scan.complete_ledger()
+        if scan.state is Phase.FINISHING:
+            scan.to(Recovery.final_phase(scan))
+        elif scan.state.active:
+            scan.to(Phase.FINISHING)
+            scan.to(Phase.FAILED)
         scan.ended = time.monotonic()
         self.history.append(self.summary())
         del self.history[:-20]
@@ -447,7 +540,7 @@ class Scheduler:
         Between scans it applies to the next scan. Returns the new version (None: no change).
         """
         scan = self.scan
-        running = scan is not None and scan.state == "running" and scan.assigner is not None
+        running = scan is not None and scan.state is Phase.RUNNING and scan.assigner is not None
         if not running:
             version = self.params.update(values)
             self._changed()
@@ -481,15 +574,6 @@ class Scheduler:
         segments = [seg.describe(descs) for seg in scan.segments] if scan is not None else []
         return {"version": cur.number, "hash": cur.hash, "segments": segments}
 
-    @staticmethod
-    def _count_not_received(scan: ScanState) -> None:
-        """Frames the map expected that never came (a stopped scan): counted, not silent."""
-        for stream, expected in scan.tmap.frames_per_stream().items():
-            counts = scan.ledgers.setdefault(stream, {})
-            seen = sum(int(counts.get(k, 0) or 0) for k in ("delivered", "discarded", "missing"))
-            counts["expected"] = expected
-            counts["not_received"] = max(expected - seen, 0)
-
     async def stop(self, reason: str = "stopped", grace: float | None = None) -> None:
         """End the current scan now; the reducer still runs ``finish`` with what it has.
 
@@ -497,12 +581,13 @@ class Scheduler:
         anyway (a hung or killed reducer must not keep a scan open).
         """
         scan = self.scan
-        if scan is None or scan.state not in ("arming", "running", "finishing"):
+        if scan is None or not scan.state.active:
             return
-        scan.state = "finishing"
-        scan.end_reason = reason
-        scan.armed_event.set()
-        await self._finish(scan, reason)
+        if scan.state is not Phase.FINISHING:
+            scan.to(Phase.FINISHING)
+            scan.end_reason = reason
+            scan.armed_event.set()
+            await self._finish(scan, reason)
         reducer = self.components.get(scan.reducer)
         if reducer is None or not reducer.alive:
             self._end(scan)

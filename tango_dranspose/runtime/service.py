@@ -32,7 +32,7 @@ from tango_dranspose.runtime.messages import (
     load_to_service,
 )
 
-STATUS_INTERVAL = 1.0
+STATUS_INTERVAL = 0.5  # also the heartbeat: the scheduler declares a silent worker dead after 1.8 s
 
 
 class Service(ABC):
@@ -177,6 +177,8 @@ class PayloadService(Service):
     slow analysis never stalls control messages.
     """
 
+    data_hwm = transport.DEFAULT_HWM  # messages the data socket queues
+
     def __init__(
         self,
         name: str,
@@ -212,7 +214,7 @@ class PayloadService(Service):
 
     async def setup(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self.data = transport.socket(zmq.PULL)
+        self.data = transport.socket(zmq.PULL, hwm=self.data_hwm)
         self.address = transport.bind(self.data, self.bind_address)
         self._thread = threading.Thread(
             target=self._thread_main, name=f"{self.kind}-{self.name}", daemon=True

@@ -44,6 +44,10 @@ def socket(kind: int, *, hwm: int = DEFAULT_HWM, identity: str | None = None) ->
 # message when they are ready together: it saves a ZeroMQ round of calls per event.
 _PREFIX = struct.Struct("<II")
 
+# The typ of a stream entry with no frames: its frames were to be sent again after a worker
+# died, and were no longer kept. The worker counts the event lost instead of processing it.
+LOST_TYP = "__lost__"
+
 EventTable = list[tuple[int, list[tuple[str, str, int]]]]
 
 
@@ -67,10 +71,11 @@ def unpack_data_header(raw: bytes | memoryview) -> tuple[int, EventTable]:
 
 # Worker -> reducer result message: one header frame, then each result's frames. The header
 # is a prefix (scan, result count) and JSON: the worker, the parameters hash and, per result,
-# its event number and frame count.
+# its event number, frame count and, for an event sent again after a worker died, the worker
+# it was first given to (its *origin*: the reducer keeps one result per event and origin).
 _RESULT = struct.Struct("<II")
 
-ResultTable = list[tuple[int, int]]
+ResultTable = list[tuple[int, int] | tuple[int, int, str]]
 
 
 def pack_result_header(scan: int, worker: str, parameters_hash: str, results: ResultTable) -> bytes:
@@ -78,15 +83,24 @@ def pack_result_header(scan: int, worker: str, parameters_hash: str, results: Re
     return _RESULT.pack(scan, len(results)) + body
 
 
-def unpack_result_header(raw: bytes | memoryview) -> tuple[int, str, str, ResultTable]:
+def unpack_result_header(
+    raw: bytes | memoryview,
+) -> tuple[int, str, str, list[tuple[int, int, str]]]:
+    """(scan, worker, parameters hash, [(event, frame count, origin)])."""
     view = memoryview(raw)
     if len(view) < _RESULT.size:
         raise ValueError("result header too short")
     scan, count = _RESULT.unpack_from(view)
     worker, phash, table = json.loads(bytes(view[_RESULT.size :]))
-    if len(table) != count:
+    if not isinstance(table, list) or len(table) != count:
         raise ValueError("result header table does not match its count")
-    return scan, str(worker), str(phash), [(int(e), int(n)) for e, n in table]
+    worker = str(worker)
+    return (
+        scan,
+        worker,
+        str(phash),
+        [(int(r[0]), int(r[1]), str(r[2]) if len(r) > 2 else worker) for r in table],
+    )
 
 
 # Below this size a zero-copy send costs more (frame tracking) than copying the bytes.

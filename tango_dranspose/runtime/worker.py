@@ -55,10 +55,14 @@ class _Scan:
     announced: bool = False  # the scheduler knows which version this worker started with
     # Parameter versions still to come, (from_event, version, hash, params); thread-owned.
     switches: deque[tuple[int, int, str, dict[str, Any]]] = field(default_factory=deque)
+    # Events sent again after a worker died -> the worker whose results they stand for.
+    origins: dict[int, str] = field(default_factory=dict)
 
 
 DONE_DELAY = 0.01  # seconds an acknowledgement may wait for company
 DONE_BATCH = 16  # ... unless this many events are done already
+RESULT_HWM = 8  # result messages (batches of up to 1 MiB) queued towards the reducer
+SEND_POLL_MS = 200  # a send blocked by a slow reducer looks again this often if it should stop
 
 
 @dataclass
@@ -95,6 +99,9 @@ class WorkerService(PayloadService):
         self._busy_total = 0.0
         self._started = time.monotonic()
         self._done: list[tuple[int, int, bool]] = []  # (scan, event, produced a result)
+        self._lost: dict[int, list[int]] = {}  # scan -> [events lost, results lost] not told
+        self.lost_events = 0
+        self.lost_results = 0
         self._done_lock = threading.Lock()
         self._flush_pending = False
         self._outbox = _Outbox()  # results held while more events wait (payload thread only)
@@ -118,6 +125,8 @@ class WorkerService(PayloadService):
             "load": self._busy_total / elapsed if elapsed > 0 else 0.0,
             "scan": self.scan.number if self.scan else None,
             "pending": len(self.scan.expect) if self.scan else 0,
+            "lost_events": self.lost_events,
+            "lost_results": self.lost_results,
         }
 
     # -- control -------------------------------------------------------------------------
@@ -131,6 +140,7 @@ class WorkerService(PayloadService):
                 return
             for event, streams, tick in msg.events:
                 scan.expect.append((event, frozenset(streams), tick))
+            scan.origins.update(msg.origins)
             self._dispatch(scan)
         elif isinstance(msg, SetParameters):
             scan = self.scan
@@ -155,6 +165,10 @@ class WorkerService(PayloadService):
         except ValueError as exc:
             await self.send(Armed(scan=msg.scan, ok=False, error=str(exc)))
             return
+        if self.scan is not None:
+            # Whatever the scheduler armed before is over: a thread waiting to hand results
+            # to that scan's reducer must give up, or this arm would wait behind it.
+            self.scan.stopped = True
         scan = _Scan(msg.scan, params, msg.parameters_hash, msg.reducer)
         scan.version = msg.parameters_version
         done: asyncio.Future[tuple[bool, str | None, float | None]] = (
@@ -205,6 +219,9 @@ class WorkerService(PayloadService):
                 return
             scan.expect.popleft()
             del scan.partial[event]
+            if any(p.typ == transport.LOST_TYP for p in parts.values()):
+                self._work.put(("lost", scan, event))
+                continue
             self._work.put(("event", scan, EventData(event, parts), tick))
 
     # -- processing thread -----------------------------------------------------------------
@@ -212,7 +229,9 @@ class WorkerService(PayloadService):
     def _thread_main(self) -> None:
         sock: zmq.Socket[Any] = zmq.Context.instance().socket(zmq.PUSH)
         sock.setsockopt(zmq.LINGER, 1000)
-        sock.setsockopt(zmq.SNDHWM, transport.DEFAULT_HWM)
+        # Few messages in flight: a slow reducer holds the workers back (and they the
+        # ingesters) instead of results piling up in socket queues.
+        sock.setsockopt(zmq.SNDHWM, RESULT_HWM)
         connected: str | None = None
         while True:
             item = self._work.get()
@@ -230,6 +249,11 @@ class WorkerService(PayloadService):
                 self.call_soon(item[2].set_result, result)
             elif what == "params":
                 self._queue_switch(scan, item[2])
+            elif what == "lost":
+                self.log.warning(
+                    "event %d: its frames were no longer kept when it was sent again", item[2]
+                )
+                self._ack(scan, item[2], False, lost=True)
             elif what == "event":
                 if scan.stopped:
                     continue
@@ -294,12 +318,29 @@ class WorkerService(PayloadService):
 
     def _send_results(self, sock: zmq.Socket[Any], scan: _Scan) -> None:
         box = self._outbox
-        if box.table:
-            head = transport.pack_result_header(
-                scan.number, self.name, scan.parameters_hash, box.table
-            )
-            transport.send_parts(sock, [head, *box.frames])
-            self._outbox = _Outbox()
+        if not box.table:
+            return
+        self._outbox = _Outbox()
+        head = transport.pack_result_header(scan.number, self.name, scan.parameters_hash, box.table)
+        parts = [head, *box.frames]
+        while True:
+            try:
+                transport.send_parts(sock, parts, zmq.NOBLOCK)
+                return
+            except zmq.Again:
+                if scan.stopped:
+                    break
+                # The reducer is slow (wait: that is back-pressure) or gone (the scheduler
+                # will end the scan, which sets ``stopped``): never wait for ever.
+                sock.poll(SEND_POLL_MS, zmq.POLLOUT)
+        n = len(box.table)
+        self.lost_results += n
+        with self._done_lock:
+            self._lost.setdefault(scan.number, [0, 0])[1] += n
+        self.log.error(
+            "scan %d ended while %d result(s) waited for the reducer: counted lost", scan.number, n
+        )
+        self.call_soon(self._flush_done)
 
     def _process(self, scan: _Scan, event: EventData, tick: bool) -> None:
         assert scan.payload is not None
@@ -310,7 +351,11 @@ class WorkerService(PayloadService):
             if result is not None:
                 parts = encode_result(result)
                 box = self._outbox
-                box.table.append((event.event_number, len(parts)))
+                origin = scan.origins.get(event.event_number)
+                if origin is None:
+                    box.table.append((event.event_number, len(parts)))
+                else:
+                    box.table.append((event.event_number, len(parts), origin))
                 box.frames.extend(parts)
                 box.nbytes += sum(p.nbytes if isinstance(p, memoryview) else len(p) for p in parts)
                 has_result = True
@@ -325,8 +370,14 @@ class WorkerService(PayloadService):
         self._busy_total += took
         self.times.add(took)
         self.processed += 1
+        self._ack(scan, event.event_number, has_result)
+
+    def _ack(self, scan: _Scan, event: int, has_result: bool, lost: bool = False) -> None:
         with self._done_lock:
-            self._done.append((scan.number, event.event_number, has_result))
+            self._done.append((scan.number, event, has_result))
+            if lost:
+                self.lost_events += 1
+                self._lost.setdefault(scan.number, [0, 0])[0] += 1
             schedule = not self._flush_pending
             self._flush_pending = True
             now = len(self._done) >= DONE_BATCH
@@ -354,15 +405,22 @@ class WorkerService(PayloadService):
     def _flush_done(self) -> None:
         with self._done_lock:
             done, self._done = self._done, []
+            lost, self._lost = self._lost, {}
             self._flush_pending = False
         # A flush timed during one scan may fire after the next began: group by scan.
-        per_scan: dict[int, list[tuple[int, bool]]] = {}
+        per_scan: dict[int, list[tuple[int, bool]]] = {n: [] for n in lost}
         for scan_no, event, has_result in done:
             per_scan.setdefault(scan_no, []).append((event, has_result))
         for scan_no, events in per_scan.items():
+            lost_events, lost_results = lost.get(scan_no, (0, 0))
             self.send_nowait(
                 Done.model_construct(
-                    scan=scan_no, events=events, errors=self.errors, last_error=self.last_error
+                    scan=scan_no,
+                    events=events,
+                    errors=self.errors,
+                    last_error=self.last_error,
+                    lost=lost_events,
+                    results_lost=lost_results,
                 )
             )
         if done:

@@ -297,3 +297,20 @@ class Protocol:
     framer: type[Framer]
     parse: Callable[[StreamData], Any]
     description: str
+
+
+def safe_feed(framer: Framer, message: Sequence[Any]) -> list[Framed]:
+    """``framer.feed(message)``, with any exception turned into a counted drop: whatever a
+    detector sends, the stream goes on (a framer bug must not end an ingester's scan)."""
+    try:
+        return framer.feed(message)
+    except Exception as exc:
+        return framer.drop(f"framer error: {type(exc).__name__}", message)
+
+
+def safe_flush(framer: Framer) -> list[Framed]:
+    """``framer.flush()``, with any exception turned into a counted drop."""
+    try:
+        return framer.flush()
+    except Exception as exc:
+        return framer.drop(f"framer error: {type(exc).__name__}", str(exc))
