@@ -7,6 +7,7 @@ on its content, so writing the same value again does not make results look diffe
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
@@ -113,11 +114,16 @@ ParameterList: TypeAdapter[list[ParameterBase]] = TypeAdapter(list[ParameterType
 
 @dataclass(frozen=True, slots=True)
 class WorkParameter:
-    """What payloads receive per parameter: typed ``value`` and raw ``data``."""
+    """What payloads receive per parameter: typed ``value`` and raw ``data``.
+
+    ``value`` and ``data`` have defaults because payload test suites build them as dranspose
+    allows, ``WorkParameter(name="roi", data=b"[1, 2]")`` (``value`` None as for an undescribed
+    parameter).
+    """
 
     name: str
-    value: Any
-    data: bytes
+    value: Any = None
+    data: bytes = b""
     description: ParameterBase | None = None
 
 
@@ -170,6 +176,118 @@ class ParameterSet:
     def unknown(self) -> list[str]:
         """Names that were given a value but that no payload describes."""
         return sorted(n for n in self.raw if n not in self.descriptions)
+
+
+# dranspose's newest branch lets a payload declare ``parameter_class``: a pydantic model of
+# typed, possibly nested parameters, built as ``Model()`` and patched field by field. Here each
+# field is one described parameter (so each stays a typed, versioned controller attribute and a
+# single field can be set alone, as dranspose's partial patch does); the payload receives an
+# instance of its model built from the parameter set (docs/decisions/0014).
+
+
+@dataclass(frozen=True, slots=True)
+class ModelField:
+    """How one field of a parameter model is carried as a parameter."""
+
+    attr: str  # the field's name in the model
+    key: str  # the parameter's name: the field's alias if it has one, as the model validates it
+    json: bool  # the parameter's text is JSON: the field's type has no scalar parameter
+    type_text: str
+    description: ParameterBase
+
+
+def is_parameter_model(obj: Any) -> bool:
+    return isinstance(obj, type) and issubclass(obj, BaseModel)
+
+
+def _type_text(annotation: Any) -> str:
+    if isinstance(annotation, type):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
+
+
+@functools.cache
+def model_fields(model: type[BaseModel]) -> tuple[ModelField, ...]:
+    """The parameters a model's fields become; raises ParameterError for an unusable field."""
+    found = []
+    for attr, info in model.model_fields.items():
+        where = f"{model.__name__}.{attr}"
+        if info.is_required():
+            raise ParameterError(
+                f"{where} has no default; parameters must have one (dranspose builds "
+                f"{model.__name__}() before any value is set)"
+            )
+        key = info.alias or attr
+        default = info.get_default(call_default_factory=True)
+        annotation: Any = info.annotation if info.annotation is not None else Any
+        adapter: TypeAdapter[Any] = TypeAdapter(annotation)
+        try:
+            schema = adapter.json_schema()
+        except Exception:  # arbitrary types have no schema: carried as JSON, checked by the model
+            schema = {}
+        try:
+            plain = adapter.dump_python(default, mode="json")
+        except Exception as exc:
+            raise ParameterError(
+                f"{where}: the default {default!r} has no JSON form: {exc}"
+            ) from None
+        text = info.description or info.title
+        kind = schema.get("type")
+        is_json = False
+        desc: ParameterBase
+        if kind == "boolean":
+            desc = BoolParameter(name=key, description=text, default=bool(default))
+        elif kind == "integer":
+            desc = IntParameter(name=key, description=text, default=plain)
+        elif kind == "number":
+            desc = FloatParameter(name=key, description=text, default=plain)
+        elif kind == "string" and schema.get("format") == "binary":
+            desc = BinaryParameter(name=key, description=text, default=default)
+        elif kind == "string" and isinstance(plain, str):
+            # str and what pydantic reads from text (enums, literals, paths, dates)
+            desc = StrParameter(name=key, description=text, default=plain)
+        else:
+            is_json = True
+            note = f"JSON: {_type_text(annotation)}"
+            desc = StrParameter(
+                name=key,
+                description=f"{text} ({note})" if text else note,
+                default=json.dumps(plain),
+            )
+        found.append(ModelField(attr, key, is_json, _type_text(annotation), desc))
+    return tuple(found)
+
+
+def describe_model(model: type[BaseModel]) -> dict[str, ParameterBase]:
+    """The parameter descriptions of a ``parameter_class`` model, one per field."""
+    return {f.key: f.description for f in model_fields(model)}
+
+
+def model_from_parameters(model: type[BaseModel], values: Mapping[str, WorkParameter]) -> Any:
+    """An instance of ``model`` from a parameter set; fields without a value keep the default."""
+    data: dict[str, Any] = {}
+    for f in model_fields(model):
+        wp = values.get(f.key)
+        if wp is None:
+            continue
+        if f.json:
+            try:
+                data[f.key] = json.loads(wp.data)
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise ParameterError(
+                    f"parameter {f.key!r} takes JSON ({f.type_text}), got {wp.data[:40]!r}: {exc}"
+                ) from None
+        else:
+            # value is None when the set did not know the description (another process's set)
+            data[f.key] = wp.value if wp.value is not None else f.description.from_bytes(wp.data)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"parameter {'.'.join(str(p) for p in err['loc']) or model.__name__!r}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ParameterError(problems) from None
 
 
 def load_parameter_file(path: str | Path, *, trust_pickle: bool = False) -> dict[str, bytes]:
