@@ -159,6 +159,29 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_port(args: argparse.Namespace) -> int:
+    from tango_dranspose.compat.port import port_tree, write
+
+    root = Path(args.dir)
+    if not root.is_dir():
+        raise UsageError(f"{root}: not a directory")
+    report = port_tree(root)
+    changed = report.changed
+    if args.dry_run:
+        for port in changed:
+            sys.stdout.write(port.diff())
+    else:
+        write(report, root)
+    verb = "would port" if args.dry_run else "ported"
+    for port in changed:
+        print(f"{verb} {port.path} ({port.imports} import statement(s))")
+    for problem in report.problems:
+        print(problem)
+    people = f"{len(report.problems)} thing(s) need a person" if report.problems else "all ported"
+    print(f"{len(changed)} file(s) {verb}; {people}")
+    return EXIT_OK if report.ok else EXIT_PAYLOAD_ERRORS
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tango-dranspose",
@@ -260,6 +283,22 @@ def build_parser() -> argparse.ArgumentParser:
     ip.add_argument("files", nargs="+", metavar="[STREAM[:PROTOCOL]=]PATH")
     ip.add_argument("--trust-pickle", action="store_true", help="allow pickle dumps (*.pkls)")
     ip.set_defaults(func=cmd_inspect)
+
+    port = sub.add_parser(
+        "port",
+        help="rewrite a dranspose payload repository's imports to tango_dranspose.compat",
+        description=(
+            "Rewrite 'dranspose.' imports to 'tango_dranspose.compat.' in every .py file under "
+            "DIR, in place, and list what cannot be ported that way (modules or names not "
+            "provided, dranspose internals, Redis/HTTP plumbing, a dependency on dranspose), "
+            "one line each. Exit status: 0 all ported, 1 something needs a person, 2 bad input."
+        ),
+    )
+    port.add_argument("dir", metavar="DIR", help="the payload repository")
+    port.add_argument(
+        "--dry-run", action="store_true", help="show the changes as a diff, write nothing"
+    )
+    port.set_defaults(func=cmd_port)
 
     from tango_dranspose.runtime.serve import add_scan_parser, add_serve_parser
     from tango_dranspose.sources.simulate_cli import add_simulate_parser
