@@ -3,22 +3,27 @@
 An embedded Tango DB (pytango-db, sqlite in the state directory), the demo deployment of
 ``tango-db/demo.json`` registered with dsconfig, every device server as its own process, a
 simulated STINS camera, a scan armed through the controller device with a live progress bar
-(from change events), the reduced result, and a clean shutdown (Ctrl-C included).
+(from change events), the reduced result, and a clean shutdown: at the end, or with ``--keep``
+on Ctrl-C, SIGTERM or SIGHUP (the terminal closed). A demo killed outright takes its children
+along too (``processes``: they die with their parent).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
+import signal
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tango_dranspose.deploy.database import TangoDb, _bin, start_pytango_db
-from tango_dranspose.deploy.processes import Child, StartupError, wait_until
+from tango_dranspose.deploy.processes import Child, StartupError, stop_all, wait_until
 from tango_dranspose.deploy.registration import load_config, register, servers
 from tango_dranspose.deploy.servers import start_server, wait_for_devices
 
@@ -39,7 +44,9 @@ class Demo:
     children: list[Child] = field(default_factory=list)
 
     def say(self, text: str) -> None:
-        print(f"demo: {text}", flush=True)
+        # The terminal may be gone (SIGHUP): shutting down matters more than saying so.
+        with contextlib.suppress(OSError):
+            print(f"demo: {text}", flush=True)
 
     # -- bring-up --------------------------------------------------------------------------
 
@@ -99,8 +106,8 @@ class Demo:
         self.say(f"pipeline up in {time.monotonic() - t0:.1f} s; logs in {logs}")
 
     def stop(self) -> None:
-        for child in reversed(self.children):
-            child.stop()
+        # The servers and the camera stop together (each server unexports), then the DB.
+        stop_all(reversed(self.children))
         self.children.clear()
         if self.db is not None:
             self.db.stop()
@@ -207,7 +214,35 @@ def _bar(scan_id: str, done: int, total: int) -> None:
     )
 
 
+class Stopped(Exception):
+    """SIGTERM or SIGHUP arrived: the demo shuts down as on Ctrl-C."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _stopped(signum: int, frame: object) -> None:
+    raise Stopped(signum)
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
 def run_demo(state_dir: Path | None, frames: int, keep: bool, config: Path | None = None) -> int:
+    # Python's default for SIGTERM and SIGHUP ends the process at once: no finally, no atexit,
+    # and the children (in their own sessions, so the terminal's signals miss them) would run
+    # on. Raised as an exception instead, they stop everything as Ctrl-C does.
+    main = threading.current_thread() is threading.main_thread()
+    previous = {sig: signal.signal(sig, _stopped) for sig in STOP_SIGNALS} if main else {}
+    try:
+        return _run(state_dir, frames, keep, config)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _run(state_dir: Path | None, frames: int, keep: bool, config: Path | None) -> int:
     with tempfile.TemporaryDirectory(prefix="tango-dranspose-demo-") as tmp:
         demo = Demo(Path(state_dir or tmp).resolve(), frames=frames, config=config or REPO_CONFIG)
         try:
@@ -217,7 +252,7 @@ def run_demo(state_dir: Path | None, frames: int, keep: bool, config: Path | Non
                 assert demo.db is not None
                 demo.say(
                     f"running; point Taurus or itango at it: export TANGO_HOST={demo.db.tango_host}"
-                    f"  (e.g. taurus device {CONTROLLER}). Ctrl-C stops everything."
+                    f"  (e.g. taurus device {CONTROLLER}). Ctrl-C or SIGTERM stops everything."
                 )
                 while True:
                     time.sleep(3600)
@@ -226,9 +261,18 @@ def run_demo(state_dir: Path | None, frames: int, keep: bool, config: Path | Non
             print(f"demo: could not start: {exc}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:
-            print(file=sys.stderr)
+            with contextlib.suppress(OSError):
+                print(file=sys.stderr)
             demo.say("interrupted")
             return 130
+        except Stopped as exc:
+            demo.say(f"stopped by {exc}")
+            return 128 + exc.signum
         finally:
+            # A repeated SIGTERM or SIGHUP must not cut the shutdown short (it is bounded:
+            # SIGKILL after 10 s); a second Ctrl-C still does, and atexit SIGKILLs the rest.
+            if threading.current_thread() is threading.main_thread():
+                for sig in STOP_SIGNALS:
+                    signal.signal(sig, signal.SIG_IGN)
             demo.say("shutting down")
             demo.stop()
