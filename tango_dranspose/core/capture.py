@@ -17,10 +17,11 @@ import datetime as dt
 import gzip
 import io
 import os
+import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import IO, Any
 
 import cbor2
 
@@ -38,11 +39,14 @@ class CaptureError(ValueError):
 class TruncatedCapture(CaptureError):
     """The file ends inside a record; every record before it was read."""
 
-    def __init__(self, path: str, records: int, offset: int, detail: str) -> None:
+    def __init__(
+        self, path: str, records: int, offset: int, detail: str, *, compressed: bool | None = None
+    ) -> None:
+        if compressed is None:
+            compressed = path.endswith(".gz")
         super().__init__(
             f"{path}: truncated after {records} complete records "
-            f"(at byte {offset} of the {'uncompressed ' if path.endswith('.gz') else ''}data): "
-            f"{detail}"
+            f"(at byte {offset} of the {'uncompressed ' if compressed else ''}data): {detail}"
         )
         self.records = records
         self.offset = offset
@@ -57,15 +61,18 @@ class DumpRecord:
     created_at: dt.datetime | None = None
 
 
-def _open(path: str | os.PathLike[str]) -> BinaryIO:
-    raw = open(path, "rb")  # noqa: SIM115 - closed by the reader's finally
+def _open(path: str | os.PathLike[str]) -> io.BufferedIOBase:
+    try:
+        raw = open(path, "rb")  # noqa: SIM115 - closed by the reader's finally
+    except OSError as exc:
+        raise CaptureError(f"{os.fspath(path)}: cannot read: {exc.strerror or exc}") from None
     head = raw.peek(2)[:2] if isinstance(raw, io.BufferedReader) else b""
     if head == b"\x1f\x8b":
-        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+        return gzip.GzipFile(fileobj=raw, mode="rb")
     return raw
 
 
-def _eof(stream: IO[bytes]) -> bool:
+def _eof(stream: io.BufferedIOBase) -> bool:
     peek = getattr(stream, "peek", None)
     if peek is not None:
         return not peek(1)
@@ -75,27 +82,115 @@ def _eof(stream: IO[bytes]) -> bool:
     return not more
 
 
+# Bytes read ahead of the decoder. A record larger than this makes the window grow (doubling,
+# so a large record is decoded a logarithmic number of times, not once per chunk).
+_CHUNK = 1 << 20
+
+
+class _ForwardReader:
+    """Reads a capture strictly forward, in chunks, remembering how and where it ended.
+
+    cbor2 6.x reads ahead and seeks back after each item; on a ``GzipFile`` every seek back
+    past its buffer decompresses again from the start, which made reading quadratic in the
+    file size. Decoding from an in-memory window of decompressed bytes keeps it linear.
+    """
+
+    def __init__(self, stream: io.BufferedIOBase) -> None:
+        self.stream = stream
+        self.ended = False
+        self.cut_short: str | None = None  # why the compressed data stopped early
+        self.failure: str | None = None  # why the data could not be read on
+
+    def read(self, size: int) -> bytes:
+        parts: list[bytes] = []
+        got = 0
+        # read1 returns what one step of decompression gives, so when the gzip data is cut
+        # short the EOFError loses nothing that was already decompressed.
+        while got < size and not self.ended:
+            try:
+                part = self.stream.read1(size - got)
+            except EOFError as exc:
+                self.ended = True
+                self.cut_short = str(exc) or "the compressed data ends early"
+                break
+            except (OSError, zlib.error) as exc:
+                # Kept for after the records already read: they are yielded first.
+                self.ended = True
+                self.failure = str(exc) or type(exc).__name__
+                break
+            if not part:
+                self.ended = True
+                break
+            parts.append(part)
+            got += len(part)
+        return b"".join(parts)
+
+
+def _where(name: str, record: int, offset: int, compressed: bool) -> str:
+    data = "uncompressed data" if compressed else "file"
+    return f"{name} record {record} (at byte {offset} of the {data})"
+
+
 def iter_cbor(path: str | os.PathLike[str]) -> Iterator[Any]:
-    """Every top-level CBOR item of a file (plain or gzip)."""
+    """Every top-level CBOR item of a file (plain or gzip), decoded strictly forward.
+
+    A record that is not valid CBOR raises :class:`CaptureError` naming the file and the
+    record; a file that ends inside a record raises :class:`TruncatedCapture` after every
+    complete record was yielded.
+    """
     name = os.fspath(path)
     stream = _open(path)
+    reader = _ForwardReader(stream)
+    compressed = isinstance(stream, gzip.GzipFile)
+    window = b""  # decompressed bytes from the start of the next record on
+    base = 0  # offset of window[0] in the (decompressed) data
+    count = 0
     try:
-        decoder = cbor2.CBORDecoder(stream)
-        count = 0
-        while not _eof(stream):
-            offset = stream.tell()
-            try:
-                item = decoder.decode()
-            except (EOFError, cbor2.CBORDecodeError) as exc:
-                raise TruncatedCapture(
-                    name, count, offset, str(exc) or type(exc).__name__
-                ) from None
-            except (OSError, gzip.BadGzipFile) as exc:
-                raise TruncatedCapture(name, count, offset, str(exc)) from None
-            count += 1
-            yield item
-    except (OSError, gzip.BadGzipFile) as exc:
-        raise CaptureError(f"{name}: cannot read: {exc}") from None
+        while True:
+            window += reader.read(max(_CHUNK, len(window)))
+            view = io.BytesIO(window)
+            decoder = cbor2.CBORDecoder(view)
+            pos = 0
+            incomplete: str | None = None
+            while pos < len(window):
+                try:
+                    item = decoder.decode()
+                except cbor2.CBORDecodeEOF as exc:
+                    incomplete = str(exc)  # the record goes on beyond the window
+                    break
+                except RecursionError:
+                    raise CaptureError(
+                        f"{_where(name, count, base + pos, compressed)}: nested too deeply"
+                    ) from None
+                except Exception as exc:
+                    # The decoder's errors differ between cbor2 versions and semantic tags
+                    # (dates, regexps, addresses) raise their own: any of them means this
+                    # record is malformed, and the user needs the record, not a traceback.
+                    raise CaptureError(
+                        f"{_where(name, count, base + pos, compressed)}: not valid CBOR: "
+                        f"{str(exc) or type(exc).__name__}"
+                    ) from None
+                pos = view.tell()
+                count += 1
+                yield item
+            window = window[pos:]
+            base += pos
+            if reader.ended:
+                if reader.failure:
+                    data = "uncompressed data" if compressed else "file"
+                    raise CaptureError(
+                        f"{name}: cannot read past byte {base + len(window)} of the {data} "
+                        f"(after {count} complete records): {reader.failure}"
+                    )
+                if window:
+                    raise TruncatedCapture(
+                        name, count, base, incomplete or "incomplete record", compressed=compressed
+                    )
+                if reader.cut_short:
+                    raise TruncatedCapture(
+                        name, count, base, reader.cut_short, compressed=compressed
+                    )
+                return
     finally:
         stream.close()
 
@@ -115,23 +210,43 @@ def _record_from_item(item: Any, where: str) -> DumpRecord:
         raise CaptureError(f"{where}: not an ingester dump record (tag {TAG_EVENT})")
     number, streams_raw = value[0], value[1]
     created = value[2] if len(value) == 3 else None
-    if not isinstance(number, int) or not isinstance(streams_raw, Mapping):
-        raise CaptureError(f"{where}: malformed event record")
+    # bool is an int to Python, and a flipped bit turns an unsigned integer into a negative.
+    if not isinstance(number, int) or isinstance(number, bool) or number < 0:
+        raise CaptureError(f"{where}: the event number is {number!r}, not a count")
+    if not isinstance(streams_raw, Mapping):
+        raise CaptureError(f"{where}: event {number} has no map of streams")
     streams: dict[str, StreamData] = {}
     for name, tagged in streams_raw.items():
         sd = _untag(tagged, TAG_STREAM)
-        if not isinstance(sd, list | tuple) or len(sd) != 2:
+        if not isinstance(name, str) or not isinstance(sd, list | tuple) or len(sd) != 2:
             raise CaptureError(f"{where}: stream {name!r} of event {number} is malformed")
         typ, frames = sd
-        streams[str(name)] = StreamData(typ=str(typ), frames=[bytes(f) for f in frames])
+        if not isinstance(typ, str):
+            raise CaptureError(f"{where}: stream {name!r} of event {number} has no protocol tag")
+        if not isinstance(frames, list | tuple) or not all(
+            isinstance(f, bytes | bytearray) for f in frames
+        ):
+            raise CaptureError(
+                f"{where}: the frames of stream {name!r} of event {number} are not byte strings"
+            )
+        streams[name] = StreamData(typ=typ, frames=[bytes(f) for f in frames])
     return DumpRecord(number, streams, created if isinstance(created, dt.datetime) else None)
 
 
 def read_dump(path: str | os.PathLike[str]) -> Iterator[DumpRecord]:
-    """The events of one ingester dump, in file order."""
+    """The events of one ingester dump, in file order (which is event order)."""
     name = os.fspath(path)
+    previous = -1
     for index, item in enumerate(iter_cbor(path)):
-        yield _record_from_item(item, f"{name} record {index}")
+        record = _record_from_item(item, f"{name} record {index}")
+        # Merging dumps relies on the order; a record out of it is a corrupt event number.
+        if record.event_number <= previous:
+            raise CaptureError(
+                f"{name} record {index}: event {record.event_number} comes after event "
+                f"{previous}; a dump holds each event once, in order"
+            )
+        previous = record.event_number
+        yield record
 
 
 def read_raw_capture(path: str | os.PathLike[str]) -> Iterator[list[bytes]]:
@@ -265,9 +380,12 @@ def _record_from_pickled(obj: Any, where: str) -> DumpRecord:
     streams = {}
     for name, sd in raw_streams.items():
         frames = field(sd, "frames") or []
-        streams[str(name)] = StreamData(
-            typ=str(field(sd, "typ")), frames=[frame_bytes(f) for f in frames]
-        )
+        try:
+            streams[str(name)] = StreamData(
+                typ=str(field(sd, "typ")), frames=[frame_bytes(f) for f in frames]
+            )
+        except TypeError as exc:  # frames not iterable, or not frames
+            raise CaptureError(f"{where}: stream {name!r} has no frames: {exc}") from None
     return DumpRecord(number, streams)
 
 
@@ -284,15 +402,30 @@ def read_pickle_dump(path: str | os.PathLike[str], *, trust: bool) -> Iterator[D
                 return _PickledObject
             return super().find_class(module, name)
 
+    name = os.fspath(path)
     stream = _open(path)
     try:
         index = 0
-        while not _eof(stream):
+        while True:
+            offset = stream.tell()
             try:
+                if _eof(stream):
+                    break
                 obj = _Unpickler(stream).load()  # trusted: the user passed --trust-pickle
-            except (EOFError, pickle.UnpicklingError) as exc:
-                raise TruncatedCapture(os.fspath(path), index, stream.tell(), str(exc)) from None
-            yield _record_from_pickled(obj, f"{os.fspath(path)} record {index}")
+            except EOFError as exc:
+                raise TruncatedCapture(name, index, offset, str(exc) or "ends early") from None
+            except (OSError, zlib.error) as exc:
+                raise CaptureError(f"{name}: cannot read record {index}: {exc}") from None
+            except Exception as exc:
+                # A corrupt pickle fails in many ways (bad opcode, memo, argument types);
+                # each means this record is malformed.
+                if "truncated" in str(exc):
+                    raise TruncatedCapture(name, index, offset, str(exc)) from None
+                raise CaptureError(
+                    f"{name} record {index} (at byte {offset}): not a readable pickle: "
+                    f"{str(exc) or type(exc).__name__}"
+                ) from None
+            yield _record_from_pickled(obj, f"{name} record {index}")
             index += 1
     finally:
         stream.close()

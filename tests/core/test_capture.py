@@ -1,12 +1,15 @@
 from __future__ import annotations
 
 import gzip
+import io
 import pickle
+import re
 from pathlib import Path
 
 import cbor2
 import pytest
 
+from tango_dranspose.core import capture
 from tango_dranspose.core.capture import (
     CaptureError,
     DumpWriter,
@@ -119,3 +122,145 @@ def test_every_shared_capture_reads_completely(captures: Path) -> None:
     assert counts["pcap-zmq.cbors"] == 102
     assert counts["dumporca"] == counts["dumpsardana"] == counts["dumppcap_rotRAW"] == 13
     assert counts["maui-02-sequential-3.cbor.gz"] == 10
+
+
+def _records(path: Path) -> list[bytes]:
+    """The encoded records of a plain capture, one bytes object each."""
+    blob = path.read_bytes()
+    view = io.BytesIO(blob)
+    decoder = cbor2.CBORDecoder(view)
+    out, start = [], 0
+    while start < len(blob):
+        decoder.decode()
+        out.append(blob[start : view.tell()])
+        start = view.tell()
+    return out
+
+
+def test_gzip_is_read_forward_only_across_window_boundaries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Records straddle the read-ahead window and are larger than it; no backward seek."""
+    plain, packed = tmp_path / "d.cbors", tmp_path / "d.cbors.gz"
+    write_dump(plain, "cam", range(300))
+    write_dump(packed, "cam", range(300))
+    expected = [(r.event_number, r.streams["cam"].frames) for r in read_dump(plain)]
+
+    def no_seek(self: gzip.GzipFile, *args: object) -> int:
+        raise AssertionError("the gzip stream was seeked")
+
+    monkeypatch.setattr(gzip.GzipFile, "seek", no_seek)
+    monkeypatch.setattr(capture, "_CHUNK", 97)  # records are up to ~400 bytes
+    got = [(r.event_number, r.streams["cam"].frames) for r in read_dump(packed)]
+    assert got == expected
+
+
+def test_truncated_gzip_yields_every_complete_record(tmp_path: Path) -> None:
+    plain = tmp_path / "d.cbors"
+    write_dump(plain, "cam", range(50))
+    cut = tmp_path / "cut.cbors.gz"
+    whole = gzip.compress(plain.read_bytes())
+    cut.write_bytes(whole[: len(whole) // 2])
+    got = []
+    with pytest.raises(TruncatedCapture) as err:
+        for rec in read_dump(cut):
+            got.append(rec.event_number)
+    assert got == list(range(len(got))) and 0 < len(got) < 50
+    assert err.value.records == len(got)
+    assert "of the uncompressed data" in str(err.value)
+
+
+def test_a_malformed_record_in_the_middle_is_an_error_not_a_truncation(tmp_path: Path) -> None:
+    path = tmp_path / "d.cbors"
+    write_dump(path, "cam", range(5))
+    recs = _records(path)
+    recs[2] = b"\xff" + recs[2][1:]  # a break code where a record must start
+    path.write_bytes(b"".join(recs))
+    got = []
+    with pytest.raises(CaptureError) as err:
+        for rec in read_dump(path):
+            got.append(rec.event_number)
+    assert not isinstance(err.value, TruncatedCapture)
+    assert got == [0, 1]
+    assert f"{path} record 2 (at byte {len(recs[0]) + len(recs[1])} of the file)" in str(err.value)
+    assert "not valid CBOR" in str(err.value)
+
+
+def _dump_item(number: object, streams: object) -> bytes:
+    return cbor2.dumps(cbor2.CBORTag(42877, [number, streams]))
+
+
+@pytest.mark.parametrize(
+    ("record", "words"),
+    [
+        (_dump_item(-3, {}), "the event number is -3"),
+        (_dump_item(True, {}), "the event number is True"),
+        (_dump_item(1, [1, 2]), "event 1 has no map of streams"),
+        (_dump_item(1, {"s": cbor2.CBORTag(42878, ["STINS", "abc"])}), "not byte strings"),
+        (_dump_item(1, {"s": cbor2.CBORTag(42878, ["STINS", ["abc"]])}), "not byte strings"),
+        (_dump_item(1, {"s": cbor2.CBORTag(42878, ["STINS", 5])}), "not byte strings"),
+        (_dump_item(1, {"s": cbor2.CBORTag(42878, [b"STINS", [b"x"]])}), "no protocol tag"),
+        (_dump_item(1, {b"s": cbor2.CBORTag(42878, ["STINS", [b"x"]])}), "is malformed"),
+        (_dump_item(1, {"s": ["STINS", [b"x"]]}), "is malformed"),
+        (_dump_item(0, {}), "event 0 comes after event 0"),
+        (b"\x81" * 5000 + b"\x01", "record 1"),
+        (b"\xc1\x1b\xff\xff\xff\xff\xff\xff\xff\xff", "not valid CBOR"),
+    ],
+    ids=[
+        "negative-number",
+        "bool-number",
+        "streams-not-a-map",
+        "frames-a-string",
+        "frame-a-string",
+        "frames-an-int",
+        "typ-bytes",
+        "name-bytes",
+        "stream-untagged",
+        "repeated-event",
+        "deeply-nested",
+        "bad-timestamp",
+    ],
+)
+def test_malformed_dump_records_name_the_file_and_record(
+    tmp_path: Path, record: bytes, words: str
+) -> None:
+    path = tmp_path / "d.cbors"
+    path.write_bytes(_dump_item(0, {}) + record + _dump_item(5, {}))
+    with pytest.raises(CaptureError) as err:
+        list(read_dump(path))
+    assert not isinstance(err.value, TruncatedCapture)
+    assert f"{path} record 1" in str(err.value) and words in str(err.value)
+
+
+def test_corrupt_gzip_data_is_an_error_after_the_readable_records(tmp_path: Path) -> None:
+    plain = tmp_path / "d.cbors"
+    write_dump(plain, "cam", range(20))
+    blob = bytearray(gzip.compress(plain.read_bytes()))
+    blob[-6] ^= 0xFF  # the CRC of the member: the data decompresses, the check fails
+    path = tmp_path / "d.cbors.gz"
+    path.write_bytes(bytes(blob))
+    with pytest.raises(CaptureError, match=r"after 20 complete records\): CRC check failed"):
+        list(read_dump(path))
+
+
+def test_raw_capture_records_must_be_arrays_of_byte_strings(tmp_path: Path) -> None:
+    path = tmp_path / "raw.cbors"
+    path.write_bytes(cbor2.dumps([b"a"]) + cbor2.dumps([b"a", "text"]))
+    with pytest.raises(CaptureError, match=re.escape(f"{path} record 1: a raw capture record")):
+        list(read_raw_capture(path))
+
+
+def test_malformed_pickle_dump_records_are_errors_when_trusted(tmp_path: Path) -> None:
+    path = tmp_path / "d.pkls"
+    good = pickle.dumps({"event_number": 0, "streams": {"s": {"typ": "STINS", "frames": [b"f"]}}})
+    bad_frames = pickle.dumps({"event_number": 1, "streams": {"s": {"typ": "X", "frames": 7}}})
+    path.write_bytes(good + bad_frames)
+    with pytest.raises(CaptureError, match="record 1: stream 's' has no frames"):
+        list(read_pickle_dump(path, trust=True))
+    path.write_bytes(good + b"\x80\x04\xff" + good)  # protocol 4, then an unknown opcode
+    with pytest.raises(CaptureError, match=r"record 1 .*not a readable pickle") as err:
+        list(read_pickle_dump(path, trust=True))
+    assert not isinstance(err.value, TruncatedCapture)
+    path.write_bytes(good + good[:-5])
+    with pytest.raises(TruncatedCapture, match="after 1 complete records"):
+        list(read_pickle_dump(path, trust=True))
