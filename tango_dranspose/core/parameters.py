@@ -61,7 +61,8 @@ class BinaryParameter(ParameterBase):
 
 
 class FileParameter(BinaryParameter):
-    """Older dranspose payloads call a binary parameter a file parameter."""
+    """dranspose before 0.1 had a ``FileParameter`` (its value the file's text); payloads that
+    still name it get a binary parameter (``.value`` bytes)."""
 
     dtype: Literal["file"] = "file"  # type: ignore[assignment]
 
