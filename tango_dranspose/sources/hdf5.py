@@ -29,6 +29,7 @@ one column per dataset; ``timestamp`` is the point number unless a dataset is na
 from __future__ import annotations
 
 import json
+import math
 import re
 import urllib.parse
 from collections.abc import Iterator, Sequence
@@ -57,6 +58,7 @@ DEFAULT_DATASET = "/entry/data/data"
 FRAME_PROTOCOLS = (stream1.TYP, dectris_stream2.TYP)
 SCALAR_PROTOCOLS = (pcap.TYP, sardana.TYP)
 OPTIONS = ("dataset", "protocol")
+BLOCK_BYTES = 16 << 20
 
 BITSHUFFLE_FILTER = 32008
 _BITSHUFFLE_LZ4 = 2  # cd_values[4] of the bitshuffle filter: 2 = LZ4, 3 = zstd
@@ -197,6 +199,7 @@ class _Frame:
     compression: str
     shape: tuple[int, ...]
     dtype: np.dtype[Any]
+    type_name: str  # dtype.name, looked up once per dataset: numpy computes it on every call
 
 
 def _check_readable(ds: h5py.Dataset, what: str) -> None:
@@ -212,24 +215,41 @@ def _check_readable(ds: h5py.Dataset, what: str) -> None:
         )
 
 
+def _block_frames(ds: h5py.Dataset) -> int:
+    """How many frames to read at once when HDF5 decodes them: whole chunks (each is then
+    decoded once), up to about BLOCK_BYTES (one read per frame costs more than the copy)."""
+    frame_bytes = max(1, math.prod(ds.shape[1:]) * ds.dtype.itemsize)
+    fit = max(1, BLOCK_BYTES // frame_bytes)
+    if ds.chunks is None:
+        return fit
+    per_chunk = ds.chunks[0]
+    return max(per_chunk, fit // per_chunk * per_chunk)
+
+
 def _frames(parts: Sequence[h5py.Dataset]) -> Iterator[_Frame]:
     for ds in parts:
         direct = _direct_compression(ds)
         shape = tuple(ds.shape[1:])
-        for index in range(ds.shape[0]):
-            if direct is not None:
+        dtype = ds.dtype.newbyteorder("<") if ds.dtype.byteorder == ">" else ds.dtype
+        name = dtype.name
+        if direct is not None:
+            origin = (0,) * len(shape)
+            for index in range(ds.shape[0]):
                 try:
-                    mask, chunk = ds.id.read_direct_chunk((index,) + (0,) * len(shape))
+                    mask, chunk = ds.id.read_direct_chunk((index, *origin))
                 except (KeyError, OSError, ValueError):
-                    chunk = None  # never written: the fill value, read below
-                if chunk is not None:
-                    # A set mask bit means HDF5 stored this chunk unfiltered.
-                    yield _Frame(chunk, "none" if mask & 1 else direct, shape, ds.dtype)
+                    # Never written: HDF5 gives the fill value.
+                    array = np.ascontiguousarray(ds[index], dtype=dtype)
+                    yield _Frame(array.reshape(-1).view(np.uint8).data, "none", shape, dtype, name)
                     continue
-            array = np.ascontiguousarray(ds[index])
-            if array.dtype.byteorder == ">":
-                array = array.astype(array.dtype.newbyteorder("<"))
-            yield _Frame(array.reshape(-1).view(np.uint8).data, "none", shape, array.dtype)
+                # A set mask bit means HDF5 stored this chunk unfiltered.
+                yield _Frame(chunk, "none" if mask & 1 else direct, shape, dtype, name)
+            continue
+        step = _block_frames(ds)
+        for start in range(0, ds.shape[0], step):
+            block = np.ascontiguousarray(ds[start : start + step], dtype=dtype)
+            for frame in block:
+                yield _Frame(frame.reshape(-1).view(np.uint8).data, "none", shape, dtype, name)
 
 
 # -- dressing frames as stream messages --------------------------------------------------------
@@ -242,7 +262,7 @@ def _stins(spec: Hdf5Spec, count: int, frames: Iterator[_Frame]) -> Iterator[lis
             "htype": "image",
             "frame": index,
             "shape": list(frame.shape),
-            "type": frame.dtype.name,
+            "type": frame.type_name,
             "compression": frame.compression,
             "msg_number": index + 1,
         }
