@@ -35,7 +35,11 @@ _END = object()  # a generator's end, told apart from a generator yielding None
 
 
 class EventSource(Protocol):
-    """One replay input. ``CaptureSource`` (capture files) has this shape too."""
+    """One replay input. ``CaptureSource`` (capture files) has this shape too.
+
+    ``events()`` may be called again for another pass over the input (``--loop``); ``drops``
+    then counts the drops of every pass, each once.
+    """
 
     @property
     def streams(self) -> tuple[str, ...]: ...

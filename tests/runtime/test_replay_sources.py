@@ -100,6 +100,15 @@ class Broken:
         raise RuntimeError("the detector file ran out")
 
 
+class Disordered:
+    def get_source_generators(self):
+        return [self.frames()]
+
+    def frames(self):
+        for number in (0, 1, 1, 2):  # the second 1 cannot be merged in order: dropped
+            yield InternalWorkerMessage(number, {"cam": StreamData("raw", [b"x"])})
+
+
 class FrameCounter:
     def __init__(self, *args, **kwargs):
         pass
@@ -296,6 +305,24 @@ def test_coded_source_follows_the_dranspose_contract(payloads: Path) -> None:
     assert [r["event"] for r in rows] == [0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
     assert [r.get("pos") for r in rows] == [None, None, 1, 1, 1, None, None, 1, 1, 1, None]
     assert s.streams["cam"].delivered == 10 and s.streams["pos"].delivered == 6
+
+
+def test_coded_source_out_of_order_events_are_dropped_once_per_pass(payloads: Path) -> None:
+    s = run_replay(
+        ReplayConfig(
+            worker="h5payloads:FrameCounter",
+            reducer="h5payloads:ScanReducer",
+            captures=[],
+            source="h5payloads:Disordered",
+            search=[payloads],
+            loop=2,
+        )
+    )
+    assert s.ok and s.events == 6
+    assert s.streams["cam"].dropped == 2
+    assert s.drop_reasons == {
+        "cam: event 1 after event 1 (not increasing)": 2,
+    }
 
 
 def test_coded_source_failure_is_counted_and_the_replay_ends(
