@@ -58,6 +58,11 @@ DEFAULT_DATASET = "/entry/data/data"
 FRAME_PROTOCOLS = (stream1.TYP, dectris_stream2.TYP)
 SCALAR_PROTOCOLS = (pcap.TYP, sardana.TYP)
 OPTIONS = ("dataset", "protocol")
+# Fields of the scalar protocols' messages that a column must not replace.
+RESERVED = {
+    pcap.TYP: frozenset({"message_id", "message_type", "version", "frame_number"}),
+    sardana.TYP: frozenset({"type", "point_nb"}),
+}
 BLOCK_BYTES = 16 << 20
 
 BITSHUFFLE_FILTER = 32008
@@ -98,7 +103,12 @@ class Hdf5Spec:
         try:
             options = urllib.parse.parse_qs(query, keep_blank_values=True, strict_parsing=True)
         except ValueError:
-            options = {} if not query else {"": [query]}
+            if query:
+                raise CaptureError(
+                    f"{text}: cannot read the options {query!r}; write them as "
+                    "?dataset=/path&protocol=NAME"
+                ) from None
+            options = {}
         unknown = sorted(set(options) - set(OPTIONS))
         if unknown:
             raise CaptureError(
@@ -126,11 +136,23 @@ def _register_filters() -> None:
             continue
 
 
+def _member(group: h5py.Group, key: str, what: str) -> Any:
+    """``group[key]``; an external link whose file is missing is named in the error."""
+    try:
+        return group[key]
+    except KeyError:
+        link = group.get(key, getlink=True)
+        target = getattr(link, "filename", None)
+        hint = f" (links to {target}, which cannot be opened)" if target else ""
+        path = key if key.startswith("/") else f"{group.name.rstrip('/')}/{key}"
+        raise CaptureError(f"{what}: cannot read {path}{hint}") from None
+
+
 def _resolve(f: h5py.File, name: str, what: str) -> list[h5py.Dataset]:
     """The datasets holding ``name``'s frames, in order: the dataset itself, or the Eiger
     layout's ``NAME_000001, NAME_000002, ...`` (also as the members of a group)."""
-    if name in f:
-        obj = f[name]
+    if name in f:  # true for a link too, even one to a missing file
+        obj = _member(f, name, what)
         if isinstance(obj, h5py.Dataset):
             return [obj]
         group, prefix = obj, None
@@ -152,13 +174,7 @@ def _resolve(f: h5py.File, name: str, what: str) -> list[h5py.Dataset]:
         )
     out = []
     for _, key in sorted(parts):
-        try:
-            obj = group[key]
-        except KeyError:
-            link = group.get(key, getlink=True)
-            target = getattr(link, "filename", None)
-            hint = f" (links to {target}, which cannot be opened)" if target else ""
-            raise CaptureError(f"{what}: {group.name}/{key}{hint}") from None
+        obj = _member(group, key, what)
         if not isinstance(obj, h5py.Dataset):
             raise CaptureError(f"{what}: {obj.name} is not a dataset")
         out.append(obj)
@@ -364,6 +380,13 @@ class Hdf5Source:
                     raise CaptureError(
                         f"{self.spec.path}: two datasets end in the same name ({', '.join(fields)})"
                     )
+                taken = sorted(set(fields) & RESERVED[self.protocol])
+                if taken:
+                    raise CaptureError(
+                        f"{self.spec.path}: every {self.protocol} message has a field "
+                        f"{', '.join(taken)} of its own; give the dataset with the other scalar "
+                        f"protocol ({' or '.join(SCALAR_PROTOCOLS)})"
+                    )
                 self.frames = next(iter(lengths.values()))
             elif min(ndims) >= 2:
                 self.protocol = self._protocol(FRAME_PROTOCOLS)
@@ -416,7 +439,7 @@ class Hdf5Source:
 
     def events(self) -> Iterator[tuple[int, dict[str, StreamData]]]:
         """Start message, one event per frame or point, end message; the file is read as the
-        events are taken, a frame at a time."""
+        events are taken (a frame, or a block of frames HDF5 decodes, at a time)."""
         stream, typ = self.spec.stream, self.protocol
         with self._open() as f:
             parts = [self._parts(f, name) for name in self.spec.datasets]

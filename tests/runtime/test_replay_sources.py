@@ -162,6 +162,7 @@ def eiger_scan(tmp_path: Path) -> tuple[Path, np.ndarray, np.ndarray]:
             )
         f["/entry/instrument/detector/raw"] = frames
         f["/entry/sample/x"] = x
+        f["/entry/sample/frame_number"] = np.arange(len(frames))
     return scan / "scan_master.h5", frames, x
 
 
@@ -384,6 +385,12 @@ def test_cli_replays_hdf5_with_loop(
         ("cam:hdf5=MASTER?dataset=/entry/sample/x&dataset=/entry/data", "not a mix"),
         ("cam:hdf5=/nonexistent/file.h5", "no such HDF5 file"),
         ("cam:hdf5=BROKEN", "links to scan_data_000002.h5, which cannot be opened"),
+        (
+            "cam:hdf5=BROKEN?dataset=/entry/data/data_000002",
+            "cannot read /entry/data/data_000002 (links to scan_data_000002.h5",
+        ),
+        ("cam:hdf5=MASTER?dataset", "cannot read the options 'dataset'"),
+        ("n:hdf5=MASTER?dataset=/entry/sample/frame_number", "has a field frame_number of its"),
     ],
 )
 def test_bad_hdf5_input_gives_one_clear_line(
