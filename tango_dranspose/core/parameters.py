@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import cbor2
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 
@@ -292,44 +291,11 @@ def model_from_parameters(model: type[BaseModel], values: Mapping[str, WorkParam
 
 
 def load_parameter_file(path: str | Path, *, trust_pickle: bool = False) -> dict[str, bytes]:
-    """Read ``[{"name": ..., "data": ...}]`` as JSON, CBOR or (trusted only) pickle."""
-    path = Path(path)
-    try:
-        blob = path.read_bytes()
-    except OSError as exc:
-        raise ParameterError(f"cannot read parameter file {path}: {exc.strerror}") from None
-    items: Any
-    if path.suffix in (".pkl", ".pickle"):
-        if not trust_pickle:
-            raise ParameterError(
-                f"{path} is a pickle; loading it can run code. Pass --trust-pickle if you "
-                "trust where it comes from, or convert it to JSON"
-            )
-        import pickle
+    """Read ``[{"name": ..., "data": ...}]`` as JSON, CBOR or (trusted only) pickle.
 
-        items = pickle.loads(blob)  # trusted: explicitly requested by the user
-    elif path.suffix == ".cbor":
-        try:
-            items = cbor2.loads(blob)
-        except cbor2.CBORDecodeError as exc:
-            raise ParameterError(f"{path}: not valid CBOR: {exc}") from None
-    else:
-        try:
-            items = json.loads(blob)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ParameterError(f"{path}: not valid JSON: {exc}") from None
-    if isinstance(items, Mapping):
-        items = [{"name": k, "data": v} for k, v in items.items()]
-    if not isinstance(items, list):
-        raise ParameterError(f'{path}: expected a list of {{"name": ..., "data": ...}} entries')
-    out: dict[str, bytes] = {}
-    for i, item in enumerate(items):
-        if not isinstance(item, Mapping) or "name" not in item or "data" not in item:
-            raise ParameterError(f'{path} entry {i}: needs "name" and "data", got {item!r}')
-        data = item["data"]
-        if isinstance(data, str):
-            data = data.encode()
-        elif not isinstance(data, bytes | bytearray):
-            data = json.dumps(data).encode()
-        out[str(item["name"])] = bytes(data)
-    return out
+    The format is told by the content, as dranspose does (see :mod:`.paramfiles`).
+    """
+    # Imported here: paramfiles imports ParameterError from this module.
+    from tango_dranspose.core.paramfiles import read_parameter_file
+
+    return read_parameter_file(path, trust_pickle=trust_pickle)

@@ -9,12 +9,13 @@ of memory and an offset table of 980 entries. Events are looked up (``event(n)``
 from __future__ import annotations
 
 import bisect
-import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tango_dranspose.core.paramfiles import NestingError, loads_json
 
 DEFAULT_TAGS: frozenset[str] = frozenset({"generic"})
 WRAP_PART = "<wrap>"
@@ -216,12 +217,26 @@ class TriggerMap:
 
     @classmethod
     def from_json(cls, obj: Any, *, wrap: bool | None = None) -> TriggerMap:
-        """Accept the sequence form ``{"parts", "sequence"}`` or a legacy single part."""
+        """Accept the sequence form ``{"parts", "sequence"}`` or a legacy single part.
+
+        Text is decoded with bounded nesting; any map nested too deeply to handle is a
+        :class:`TriggerMapError`, never a ``RecursionError``.
+        """
         if isinstance(obj, str | bytes):
             try:
-                obj = json.loads(obj)
-            except json.JSONDecodeError as exc:
+                obj = loads_json(obj)
+            except NestingError as exc:
+                raise TriggerMapError(f"the trigger map is {exc}") from None
+            except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
                 raise TriggerMapError(f"the trigger map is not valid JSON: {exc}") from None
+        try:
+            return cls._from_decoded(obj, wrap)
+        except RecursionError:
+            # An already decoded value (from a socket, a device) is not bounded by loads_json.
+            raise TriggerMapError("the trigger map is nested too deeply") from None
+
+    @classmethod
+    def _from_decoded(cls, obj: Any, wrap: bool | None) -> TriggerMap:
         if not isinstance(obj, Mapping):
             raise TriggerMapError(f"a trigger map is a JSON object, got {type(obj).__name__}")
         if "parts" in obj and isinstance(obj["parts"], Mapping):
