@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from tango_dranspose.deploy.database import _bin
@@ -12,12 +13,20 @@ from tango_dranspose.deploy.processes import Child, StartupError, wait_until
 
 
 def start_server(
-    server: str, instance: str, tango_host: str, log_dir: Path, host: str = "127.0.0.1"
+    server: str,
+    instance: str,
+    tango_host: str,
+    log_dir: Path,
+    host: str = "127.0.0.1",
+    prefix: Sequence[str] = (),
 ) -> Child:
-    """``SERVER INSTANCE`` as the Starter would run it, on ``host`` and a free port."""
+    """``SERVER INSTANCE`` as the Starter would run it, on ``host`` and a free port.
+
+    ``prefix`` is a command that execs the server (e.g. ``unshare --time ...``, with which the
+    stress test shows the server a freshly booted machine's clock)."""
     return Child(
         f"{server}/{instance}",
-        [_bin(server), instance, "-ORBendPoint", f"giop:tcp:{host}:0"],
+        [*prefix, _bin(server), instance, "-ORBendPoint", f"giop:tcp:{host}:0"],
         log_dir / f"{server}-{instance}.log",
         env={"TANGO_HOST": tango_host},
     )

@@ -6,6 +6,10 @@ threads never touch the service's objects: attribute reads return values from th
 pusher thread refreshes the snapshot every ``EventPeriod`` seconds (sooner after a change the
 service reports, at most every ``MIN_PUSH_INTERVAL``), and pushes a change event for each
 value that changed, and for State and Status.
+
+Dynamic attributes are added and removed only once this server has its ZeroMQ event publisher
+socket (decision 0012): before that, a device interface change crashes cppTango 10.3.3 in the
+first ten minutes after the machine boots.
 """
 
 from __future__ import annotations
@@ -27,6 +31,13 @@ T = TypeVar("T")
 MIN_PUSH_INTERVAL = 0.05
 PERIODIC_INTERVAL = 1.0
 log = logging.getLogger("tango_dranspose.devices")
+
+# Set once this server process has its ZeroMQ event publisher socket (one per process, never
+# closed before exit). cppTango creates it at the first event subscription of any client; until
+# then an interface change (add_attribute, remove_attribute, Init) may make cppTango push a
+# "device interface changed" event through that missing socket: a NULL dereference. See
+# decision 0012 and ``_open_event_socket``.
+_EVENT_SOCKET = threading.Event()
 
 
 class Snapshot:
@@ -78,6 +89,9 @@ class PipelineDevice(Device):
 
     def init_device(self) -> None:
         super().init_device()
+        # For the pusher thread: the C++ device (and its name) is freed after delete_device,
+        # possibly while the pusher is still in a call that cannot see the stop flag.
+        self._dev_name = self.get_name()
         self.set_state(DevState.INIT)
         self.set_status("Starting.")
         self._snapshot = Snapshot(DevState.INIT, "Starting.", {})
@@ -194,6 +208,10 @@ class PipelineDevice(Device):
                     return
                 wake.clear()
                 try:
+                    if not _EVENT_SOCKET.is_set():
+                        self._open_event_socket()
+                        if stop.is_set():  # it can take seconds: the device may be gone
+                            return
                     self.periodic()
                     if not woken and time.monotonic() - last_push < self.tick_period():
                         continue
@@ -205,11 +223,14 @@ class PipelineDevice(Device):
                             return
                         self._push(self._refresh())
                 except Exception:
-                    log.exception("%s: pushing events failed", self.get_name())
+                    log.exception("%s: pushing events failed", self._dev_name)
                 stop.wait(MIN_PUSH_INTERVAL)
 
     def _push(self, snap: Snapshot) -> None:
-        self.before_push(snap)
+        if _EVENT_SOCKET.is_set():
+            # Interface changes wait for the event socket (decision 0012); the pusher opens it
+            # within a tick of the server answering, and the next push adds what is missing.
+            self.before_push(snap)
         if self._apply_state(snap) or "State" not in self._pushed_values:
             self._pushed_values["State"] = snap.state
             self.push_change_event("State")
@@ -223,6 +244,25 @@ class PipelineDevice(Device):
             self._pushed_values[name] = value
             self.push_change_event(name, value, time.time(), tango.AttrQuality.ATTR_VALID)
 
+    def _open_event_socket(self) -> None:
+        """Subscribe once to our own State change event, as any client would, and drop the
+        subscription: the admin device then creates this process's event publisher socket,
+        which stays until the server exits. Runs on the pusher thread without the device
+        monitor (the subscription reads State, which takes it), once the server has started:
+        earlier, the admin device does not exist yet. If it fails, the next tick tries again."""
+        util = tango.Util.instance()
+        if util.is_svr_starting() or util.is_svr_shutting_down():
+            return
+        try:
+            proxy = tango.DeviceProxy(self._dev_name)
+            proxy.set_timeout_millis(3000)
+            event_id = proxy.subscribe_event("State", tango.EventType.CHANGE_EVENT, _ignore)
+            proxy.unsubscribe_event(event_id)
+        except tango.DevFailed as exc:
+            log.debug("%s: no event socket yet: %s", self._dev_name, exc.args[0].desc.strip())
+            return
+        _EVENT_SOCKET.set()
+
     def dynamic_pushed(self) -> tuple[str, ...]:
         """Attributes added at run time whose changes are pushed too."""
         return ()
@@ -231,4 +271,9 @@ class PipelineDevice(Device):
         """On the pusher thread, before each snapshot (e.g. Tango DB lookups, off the loop)."""
 
     def before_push(self, snap: Snapshot) -> None:
-        """Holding the device monitor, before events go out (e.g. add dynamic attributes)."""
+        """Holding the device monitor, before events go out: the one place to add or remove
+        dynamic attributes (it runs only once the server has its event socket)."""
+
+
+def _ignore(event: Any) -> None:
+    """Callback of the subscription that opens the event socket; its events are not needed."""
