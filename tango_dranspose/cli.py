@@ -28,7 +28,8 @@ class UsageError(Exception):
 
 def _load_map(path: str, no_wrap: bool) -> TriggerMap:
     try:
-        text = Path(path).read_text()
+        # Bytes: from_json decodes them, so a binary file is "not valid JSON", not a traceback.
+        text = Path(path).read_bytes()
     except OSError as exc:
         raise UsageError(f"cannot read the trigger map {path}: {exc.strerror}") from None
     try:
@@ -233,8 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
         "-p",
         "--parameters",
         metavar="FILE",
-        help='parameter file: JSON [{"name": ..., "data": ...}] '
-        "(also .cbor; .pkl with --trust-pickle)",
+        help='parameter file: [{"name": ..., "data": ...}] as JSON, CBOR, or a pickle with '
+        "--trust-pickle (told by content, not by name)",
     )
     rp.add_argument(
         "--map",

@@ -175,13 +175,22 @@ def cmd_scan(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from tango_dranspose.core.parameters import load_parameter_file
+    from tango_dranspose.core.paramfiles import NestingError, loads_json
     from tango_dranspose.runtime.control import ControlClient
 
-    client = ControlClient(args.client)
     try:
-        tmap = json.loads(Path(args.map).read_text())
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read the trigger map {args.map}: {exc}") from None
+        text = Path(args.map).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the trigger map {args.map}: {exc.strerror}") from None
+    try:
+        # Bounded: the map is re-encoded to go to the scheduler, and a deeply nested one would
+        # fail there with a RecursionError instead of a line saying what is wrong.
+        tmap = loads_json(text)
+    except NestingError as exc:
+        raise ConfigError(f"invalid trigger map {args.map}: {exc}") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise ConfigError(f"invalid trigger map {args.map}: not valid JSON: {exc}") from None
+    client = ControlClient(args.client)
     params = {}
     if args.parameters:
         params = {
