@@ -25,8 +25,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-# Drops of messages outside a scan's window do not explain a missing frame.
-OUTSIDE_SCAN = frozenset({"before the start message", "after the end message"})
+# Drops of messages outside a scan's window (or of another series) do not explain a missing
+# frame.
+OUTSIDE_SCAN = frozenset(
+    {"before the start message", "after the end message", "start message inside a running scan"}
+)
 
 
 class StreamLedger(BaseModel):

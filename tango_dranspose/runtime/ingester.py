@@ -37,7 +37,7 @@ from tango_dranspose.runtime.messages import (
     Resend,
 )
 from tango_dranspose.runtime.service import Service
-from tango_dranspose.runtime.transport import LOST_TYP
+from tango_dranspose.runtime.transport import LOST_TYP, MISSING_TYP
 from tango_dranspose.sources.upstream import Upstream, UpstreamClosed, open_upstream
 from tango_dranspose.streams import get_protocol
 from tango_dranspose.streams.base import Framer, safe_feed, safe_flush
@@ -455,11 +455,13 @@ class IngesterService(Service):
             batch = await scan.queue.get()
             for event, routes in batch:
                 recorded: dict[str, StreamData] = {}
+                absent: list[str] = []
                 for stream in routes:
                     st = self.streams[stream]
                     data = await self._next(st, scan)
                     if data is None:
                         st.empty += 1
+                        absent.append(stream)
                         continue
                     recorded[stream] = data
                     size = data.nbytes()
@@ -489,6 +491,13 @@ class IngesterService(Service):
                     kept_bytes += size
                     for worker in workers:
                         per_worker.setdefault(worker, []).append((stream, data.typ, data, size))
+                for stream in absent:
+                    # Its workers expect it: tell them it will not come, or they wait for ever.
+                    workers = [w for w in routes[stream] if w not in dead]
+                    if moved and stream in moved:
+                        workers = [*workers, *(w for w in moved[stream] if w not in workers)]
+                    for worker in workers:
+                        per_worker.setdefault(worker, []).append((stream, MISSING_TYP, None, 0))
                 if kept:
                     self._hold(scan, event, kept, kept_bytes)
                 full = []

@@ -9,7 +9,7 @@ from typing import Any
 
 from tango_dranspose.core.assignment import Assigner
 from tango_dranspose.core.inflight import Inflight
-from tango_dranspose.core.ledger import Ledger, StreamLedger, dump_ledger, ranges
+from tango_dranspose.core.ledger import Ledger, StreamLedger, dump_ledger
 from tango_dranspose.core.scan import Phase, advance
 from tango_dranspose.core.triggermap import TriggerMap
 from tango_dranspose.runtime.paramstore import Segment
@@ -133,15 +133,24 @@ class ScanState:
         total = len(self.tmap)
         if upto + 1 >= total:
             return ""
-        # Only events that have a frame of this stream count; the lookup is lazy (maps can be
-        # large), so the list is cut short after a few thousand events.
-        wanted: list[int] = []
-        for spec in self.tmap.iter_events(upto + 1):
-            if len(wanted) >= 5000:
-                return ranges(wanted) + ", ..."
-            if dict(spec.items()).get(stream, None) is not None:
-                wanted.append(spec.event_number)
-        return ranges(wanted)
+        # Only events with a frame of this stream count. Maps can be large and this runs on
+        # the scheduler's loop: the walk is bounded, and the text says where it stopped.
+        found: list[tuple[int, int]] = []
+        for walked, spec in enumerate(self.tmap.iter_events(upto + 1)):
+            if walked >= 200_000 or len(found) > 50:
+                return _show(found) + f", ... (to event {total - 1})"
+            if dict(spec.items()).get(stream) is None:
+                continue
+            n = spec.event_number
+            if found and found[-1][1] == n - 1:
+                found[-1] = (found[-1][0], n)
+            else:
+                found.append((n, n))
+        return _show(found)
+
+
+def _show(found: list[tuple[int, int]]) -> str:
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in found)
 
 
 def scan_summary(
@@ -189,4 +198,22 @@ def scan_summary(
         "failure": scan.failure,
         "interrupted": dict(scan.interrupted),
         "degraded": scan.degraded,
+        "outages": outages(scan, components),
     }
+
+
+def outages(scan: ScanState, components: dict[str, Component]) -> dict[str, str]:
+    """Streams of a running scan whose upstream is not connected now, with the last error."""
+    found: dict[str, str] = {}
+    if not scan.state.active:
+        return found
+    for ing, streams in scan.ingesters.items():
+        comp = components.get(ing)
+        if comp is None or not comp.alive:
+            continue
+        connected = comp.counters.get("connected") or {}
+        errors = comp.counters.get("upstream_errors") or {}
+        for stream in streams:
+            if connected.get(stream) is False and stream not in scan.interrupted:
+                found[stream] = str(errors.get(stream) or "upstream not connected")
+    return found

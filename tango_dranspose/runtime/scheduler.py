@@ -449,6 +449,8 @@ class Scheduler:
                 scan.last_error = f"stream {stream}: {led.upstream_error}"
             if led.interrupted_at is not None and stream not in scan.interrupted:
                 await self.recovery.interrupted(scan, stream, led.interrupted_at)
+        if scan.state.final:
+            scan.complete_ledger()  # late counts of an ended scan: keep the ledger whole
 
     async def _check_complete(self, scan: ScanState) -> None:
         if scan.state is not Phase.RUNNING or scan.assigner is None:

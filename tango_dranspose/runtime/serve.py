@@ -41,7 +41,7 @@ async def _scheduler(
     from tango_dranspose.runtime.control import ControlServer
     from tango_dranspose.runtime.scheduler import Scheduler
 
-    sched = Scheduler(args.bind, window=args.window)
+    sched = Scheduler(args.bind, window=args.window, on_new_series=args.on_new_series)
     await sched.start()
     server = ControlServer(sched, args.client_bind)
     server.start()
@@ -66,7 +66,9 @@ async def _service(args: argparse.Namespace, stop: asyncio.Event) -> Callable[[]
             streams = [StreamConfig.parse(s) for s in args.stream]
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        service = IngesterService(args.name, args.scheduler, streams)
+        service = IngesterService(
+            args.name, args.scheduler, streams, retain_bytes=args.retain_mib << 20
+        )
     elif args.kind == "worker":
         tags = [t for t in args.tags.split(",") if t]
         service = WorkerService(
@@ -85,6 +87,7 @@ async def _service(args: argparse.Namespace, stop: asyncio.Event) -> Callable[[]
             bind=args.bind,
             search=args.payload_path,
             output_dir=args.output_dir,
+            max_queued_bytes=args.max_queued_mib << 20,
         )
     await service.start()
     if getattr(service, "address", ""):
@@ -126,6 +129,13 @@ def add_serve_parser(sub: Any) -> None:
     s.add_argument(
         "--window", type=int, default=32, help="events a worker may hold pending (default 32)"
     )
+    s.add_argument(
+        "--on-new-series",
+        choices=("end", "fail"),
+        default="end",
+        help="an upstream that starts a new series inside a scan: end that stream and let the "
+        "scan end 'interrupted' (default), or fail the scan",
+    )
     s.set_defaults(func=cmd_serve)
 
     def common(p: argparse.ArgumentParser) -> None:
@@ -143,6 +153,13 @@ def add_serve_parser(sub: Any) -> None:
         metavar="NAME:PROTOCOL=URL",
         help="a stream and its upstream, e.g. orca:STINS=pull+tcp://det:9999 (repeatable); "
         "URL schemes: pull+tcp, sub+tcp, tcp, http, file (see docs/sources.md)",
+    )
+    i.add_argument(
+        "--retain-mib",
+        type=int,
+        default=512,
+        metavar="MIB",
+        help="frames kept to send again if a worker dies, at most (MiB, default 512)",
     )
     i.set_defaults(func=cmd_serve)
 
@@ -165,6 +182,14 @@ def add_serve_parser(sub: Any) -> None:
     r.add_argument("--payload-path", action="append", default=[], metavar="DIR")
     r.add_argument(
         "--output-dir", metavar="DIR", help="write SCANID_processed.h5 here at the end of each scan"
+    )
+    r.add_argument(
+        "--max-queued-mib",
+        type=int,
+        default=256,
+        metavar="MIB",
+        help="results received and not reduced yet, at most (MiB, default 256); beyond it the "
+        "workers wait, and the ingesters and detectors behind them",
     )
     r.set_defaults(func=cmd_serve)
 

@@ -47,6 +47,9 @@ _PREFIX = struct.Struct("<II")
 # The typ of a stream entry with no frames: its frames were to be sent again after a worker
 # died, and were no longer kept. The worker counts the event lost instead of processing it.
 LOST_TYP = "__lost__"
+# ... and of a frame that never came (the upstream ended or restarted first): the worker
+# processes the event with the streams it has, or acknowledges it without calling the payload.
+MISSING_TYP = "__missing__"
 
 EventTable = list[tuple[int, list[tuple[str, str, int]]]]
 

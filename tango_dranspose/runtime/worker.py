@@ -222,6 +222,11 @@ class WorkerService(PayloadService):
             if any(p.typ == transport.LOST_TYP for p in parts.values()):
                 self._work.put(("lost", scan, event))
                 continue
+            if any(p.typ == transport.MISSING_TYP for p in parts.values()):
+                parts = {s: p for s, p in parts.items() if p.typ != transport.MISSING_TYP}
+                if not parts:
+                    self._work.put(("missing", scan, event))
+                    continue
             self._work.put(("event", scan, EventData(event, parts), tick))
 
     # -- processing thread -----------------------------------------------------------------
@@ -249,6 +254,8 @@ class WorkerService(PayloadService):
                 self.call_soon(item[2].set_result, result)
             elif what == "params":
                 self._queue_switch(scan, item[2])
+            elif what == "missing":
+                self._ack(scan, item[2], False)
             elif what == "lost":
                 self.log.warning(
                     "event %d: its frames were no longer kept when it was sent again", item[2]
