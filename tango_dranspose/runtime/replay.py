@@ -56,6 +56,11 @@ from tango_dranspose.sources.hdf5 import Hdf5Source, Hdf5Spec, is_hdf5_spec
 
 log = logging.getLogger("tango_dranspose.replay")
 
+# Immutable results the codec returns unchanged (exact types: subclasses may carry more); they
+# skip the round trip, which costs more than the rest of a trivial event. Not str: the codec
+# refuses lone surrogates, and so must the replay.
+_SAME_AFTER_CODEC: frozenset[type] = frozenset({int, float, bool, bytes})
+
 
 @dataclass
 class ReplayConfig:
@@ -171,18 +176,19 @@ class _Run:
             return
         if payload is None:
             return
-        try:
-            # bytes(): the copy the network makes, so that the worker may change what it
-            # returned (a running sum, a reused buffer) without changing what was reduced.
-            wire = [bytes(part) for part in encode_result(payload)]
-        except ResultEncodeError as exc:
-            self.fail(f"{worker} process_event", number, exc)
-            return
-        try:
-            payload = decode_result(wire, self.allow)
-        except ResultDecodeError as exc:
-            self.fail("reducer receiving the result", number, exc)
-            return
+        if type(payload) not in _SAME_AFTER_CODEC:
+            try:
+                # bytes(): the copy the network makes, so that the worker may change what it
+                # returned (a running sum, a reused buffer) without changing what was reduced.
+                wire = [bytes(part) for part in encode_result(payload)]
+            except ResultEncodeError as exc:
+                self.fail(f"{worker} process_event", number, exc)
+                return
+            try:
+                payload = decode_result(wire, self.allow)
+            except ResultDecodeError as exc:
+                self.fail("reducer receiving the result", number, exc)
+                return
         result = ResultData(number, worker, payload, self.params.hash)
         self.summary.results += 1
         try:
