@@ -33,14 +33,49 @@ class MessageModel(BaseModel):
     model_config = ConfigDict(extra="allow", arbitrary_types_allowed=True)
 
 
+MAX_JSON_DEPTH = 64
+"""JSON nested deeper than this is refused: no detector nests more than a few levels, and
+whatever reads the decoded value (pydantic, ``json.dumps``, ``repr``) recurses."""
+
+
+def decode_json(raw: bytes, what: str = "message") -> Any:
+    """Decode JSON text, or raise :class:`ParseError` naming ``what``: also for numbers with
+    too many digits and for nesting deeper than :data:`MAX_JSON_DEPTH`."""
+    try:
+        value = json.loads(raw)
+    except RecursionError:
+        raise ParseError(f"{what} is JSON nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, too many digits
+        raise ParseError(f"{what} is not valid JSON: {exc}") from None
+    # Fewer brackets than the limit cannot nest deeper than it: the common case costs two
+    # byte counts at C speed.
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and _nested_deeper(value, MAX_JSON_DEPTH):
+        raise ParseError(f"{what} is JSON nested more than {MAX_JSON_DEPTH} levels deep")
+    return value
+
+
+def _nested_deeper(value: Any, limit: int) -> bool:
+    if not isinstance(value, dict | list):
+        return False
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth >= limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
+
+
 def load_json(frame: Any, what: str = "message") -> dict[str, Any]:
     """Decode one JSON object frame, or raise :class:`ParseError` naming ``what``."""
     try:
-        value = json.loads(bytes(frame_buffer(frame)))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ParseError(f"{what} is not valid JSON: {exc}") from None
+        raw = bytes(frame_buffer(frame))
     except TypeError as exc:
         raise ParseError(f"{what}: {exc}") from None
+    value = decode_json(raw, what)
     if not isinstance(value, dict):
         raise ParseError(f"{what} must be a JSON object, got {type(value).__name__}")
     return value
@@ -129,15 +164,30 @@ class Framed:
     data: StreamData
 
 
+MAX_REASON_LENGTH = 120
+MAX_REASONS = 64
+OTHER_REASONS = "other reasons (too many different ones to count apart)"
+
+
 @dataclass
 class DropCounter:
-    """Messages a framer dropped, by reason, each with the first sample seen."""
+    """Messages a framer dropped, by reason, each with the first sample seen.
+
+    Reasons may quote upstream values (``unknown htype 'x'``): they are cut to
+    :data:`MAX_REASON_LENGTH` characters and, past :data:`MAX_REASONS` different ones, counted
+    together under :data:`OTHER_REASONS`, so that an upstream sending ever new garbage can
+    neither grow this table nor flood the log without bound.
+    """
 
     counts: dict[str, int] = field(default_factory=dict)
     samples: dict[str, str] = field(default_factory=dict)
 
     def add(self, reason: str, sample: object = None, n: int = 1) -> bool:
         """Count a drop; returns True when this reason is new (worth one log line)."""
+        if len(reason) > MAX_REASON_LENGTH:
+            reason = reason[: MAX_REASON_LENGTH - 3] + "..."
+        if reason not in self.counts and len(self.counts) >= MAX_REASONS:
+            reason = OTHER_REASONS
         first = reason not in self.counts
         self.counts[reason] = self.counts.get(reason, 0) + n
         if first:
@@ -289,6 +339,42 @@ class JsonHeadFramer(Framer):
         """Raise :class:`ParseError` when ``message`` (its first part decoded: ``head``) is bad."""
 
 
+def _error_sample(exc: Exception, message: object = None) -> str:
+    """What an unexpected framer error leaves in the drop sample: the error and the start of
+    the message. Building it must not fail, whatever the exception or the message hold."""
+    try:
+        text = f"{type(exc).__name__}: {exc}"
+    except Exception:  # an exception whose str() raises
+        text = type(exc).__name__
+    if message is not None:
+        text = f"{text[:120]}; message: {_sample_text(message, 60)}"
+    return text
+
+
+def safe_feed(framer: Framer, message: Sequence[Any]) -> list[Framed]:
+    """``framer.feed(message)``, with any exception it raises counted as a drop.
+
+    Framers do not raise on bad input; this is the second line of defence, for the bug that
+    would otherwise stop an ingester on one bad message. The drop's reason is
+    ``framer error: <ExceptionType>`` (its sample the error text and the message's start),
+    through :meth:`Framer.drop`, so the first one of each type is logged. ``BaseException``
+    (cancellation, KeyboardInterrupt) still propagates.
+    """
+    try:
+        return framer.feed(message)
+    except Exception as exc:
+        return framer.drop(f"framer error: {type(exc).__name__}", _error_sample(exc, message))
+
+
+def safe_flush(framer: Framer) -> list[Framed]:
+    """``framer.flush()``, with any exception it raises counted as a drop (see
+    :func:`safe_feed`)."""
+    try:
+        return framer.flush()
+    except Exception as exc:
+        return framer.drop(f"framer error: {type(exc).__name__}", _error_sample(exc))
+
+
 @dataclass(frozen=True)
 class Protocol:
     """A protocol module's entry in the registry."""
@@ -297,20 +383,3 @@ class Protocol:
     framer: type[Framer]
     parse: Callable[[StreamData], Any]
     description: str
-
-
-def safe_feed(framer: Framer, message: Sequence[Any]) -> list[Framed]:
-    """``framer.feed(message)``, with any exception turned into a counted drop: whatever a
-    detector sends, the stream goes on (a framer bug must not end an ingester's scan)."""
-    try:
-        return framer.feed(message)
-    except Exception as exc:
-        return framer.drop(f"framer error: {type(exc).__name__}", message)
-
-
-def safe_flush(framer: Framer) -> list[Framed]:
-    """``framer.flush()``, with any exception turned into a counted drop."""
-    try:
-        return framer.flush()
-    except Exception as exc:
-        return framer.drop(f"framer error: {type(exc).__name__}", str(exc))

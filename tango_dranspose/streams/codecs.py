@@ -39,6 +39,10 @@ _TARGET_BLOCK_BYTES = 8192
 _MIN_BLOCK_ELEMENTS = 128
 _H5_HEADER = struct.Struct(">QI")
 _BLOCK_SIZE = struct.Struct(">I")
+# LZ4 spends at least one byte per 255 bytes of output: a buffer that claims more than that
+# (a 12-byte header saying 2**40) is refused before its output is allocated.
+MAX_LZ4_RATIO = 256
+_RATIO_SLACK = 4096
 
 _ALIASES = {
     "": "none",
@@ -61,9 +65,16 @@ class CodecUnavailable(ParseError):
     """The buffer may be fine, but this installation cannot decode it (library or algorithm)."""
 
 
+def _alias(compression: object) -> str | None:
+    if compression is None:
+        return "none"
+    # Upstream JSON can put anything here (a number, a list): only text names a codec.
+    return _ALIASES.get(compression.strip().lower()) if isinstance(compression, str) else None
+
+
 def normalize(compression: str | None) -> str:
     """The canonical name (``none``, ``bslz4``, ``lz4``, ``lz4-h5``) of a compression tag."""
-    name = _ALIASES.get((compression or "").strip().lower())
+    name = _alias(compression)
     if name is None:
         raise CodecUnavailable(
             f"unknown compression {compression!r}; known: {', '.join(sorted(set(_ALIASES)))}"
@@ -73,7 +84,7 @@ def normalize(compression: str | None) -> str:
 
 def is_uncompressed(compression: str | None) -> bool:
     """Whether ``compression`` names plain, uncompressed data (``none``, ``<``, empty)."""
-    return _ALIASES.get((compression or "").strip().lower()) == "none"
+    return _alias(compression) == "none"
 
 
 def _module(name: str, compression: str) -> ModuleType:
@@ -105,20 +116,43 @@ def parse_dtype(name: Any, what: str = "array") -> np.dtype[Any]:
         raise ParseError(f"{what}: type must be a numpy dtype name, got {name!r}")
     try:
         dtype = np.dtype(name)
-    except TypeError:
+    except (TypeError, ValueError, SyntaxError, OverflowError):
+        # numpy parses "f8,i4", "(2,)u1" and worse: each malformed one fails its own way.
         raise ParseError(f"{what}: {name!r} is not a numpy dtype") from None
     if dtype.kind not in "biuf" or dtype.itemsize == 0:
         raise ParseError(f"{what}: {name!r} is not a numeric dtype")
     return dtype
 
 
+MAX_DIMS = 32
+"""numpy 1 allows 32 dimensions (numpy 2, 64); no detector sends more than 3."""
+MAX_ELEMENTS = 1 << 48
+"""Far beyond any detector frame, below what numpy's intp can index."""
+
+
 def parse_shape(shape: Any, what: str = "array") -> tuple[int, ...]:
     """A shape from an upstream list of non-negative ints, or :class:`ParseError`."""
-    if not isinstance(shape, list | tuple) or not all(
-        isinstance(n, int | np.integer) and not isinstance(n, bool) and n >= 0 for n in shape
+    if (
+        not isinstance(shape, list | tuple)
+        or len(shape) > MAX_DIMS
+        or not all(
+            isinstance(n, int | np.integer) and not isinstance(n, bool) and n >= 0 for n in shape
+        )
     ):
-        raise ParseError(f"{what}: shape must be a list of non-negative ints, got {shape!r}")
-    return tuple(int(n) for n in shape)
+        raise ParseError(
+            f"{what}: shape must be a list of at most {MAX_DIMS} non-negative ints, "
+            f"got {_short(shape)}"
+        )
+    dims = tuple(int(n) for n in shape)
+    # Dimensions of zero make any product zero, yet numpy still refuses huge ones.
+    if math.prod(n for n in dims if n) > MAX_ELEMENTS:
+        raise ParseError(f"{what}: shape {list(dims)} has more than 2**48 elements")
+    return dims
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def as_array(buffer: Any, dtype: Any, shape: Sequence[int], what: str = "array") -> np.ndarray:
@@ -212,11 +246,20 @@ def _next_block(view: memoryview, pos: int, index: int, what: str) -> tuple[memo
     return view[start : start + size], start + size
 
 
+def _check_ratio(nbytes: int, compressed: int, what: str) -> None:
+    if nbytes > MAX_LZ4_RATIO * compressed + _RATIO_SLACK:
+        raise ParseError(
+            f"{what}: truncated or corrupt: {compressed} compressed bytes cannot hold the "
+            f"{nbytes} bytes declared (lz4 expands at most {MAX_LZ4_RATIO}-fold)"
+        )
+
+
 def _lz4_block(chunk: memoryview, nbytes: int, what: str) -> bytes:
     block = _module("lz4.block", "lz4")
+    _check_ratio(nbytes, len(chunk), what)
     try:
         out: bytes = block.decompress(chunk, uncompressed_size=nbytes)
-    except block.LZ4BlockError as exc:
+    except (block.LZ4BlockError, ValueError) as exc:
         raise ParseError(f"{what}: corrupt lz4 data: {exc}") from None
     if len(out) != nbytes:
         raise ParseError(f"{what}: lz4 data decodes to {len(out)} bytes, expected {nbytes}")
@@ -230,6 +273,7 @@ def _bslz4(
     _module("lz4.block", "bslz4")
     total, block_bytes = _header(view, what)
     total = _expected_bytes(total, dt, dims, what)
+    _check_ratio(total, len(view), what)
     itemsize = dt.itemsize
     if block_bytes <= 0 or block_bytes % itemsize or (block_bytes // itemsize) % 8:
         raise ParseError(f"{what}: invalid bitshuffle block size of {block_bytes} bytes")
@@ -252,7 +296,10 @@ def _bslz4(
         )
     out[written:] = view[pos:]
     shuffled = np.frombuffer(out, dtype=dt)
-    return np.asarray(bitshuffle.bitunshuffle(shuffled, block))
+    try:
+        return np.asarray(bitshuffle.bitunshuffle(shuffled, block))
+    except (ValueError, RuntimeError) as exc:
+        raise ParseError(f"{what}: bitshuffle cannot unshuffle it: {exc}") from None
 
 
 def _lz4_h5(
@@ -261,6 +308,7 @@ def _lz4_h5(
     _module("lz4.block", "lz4")
     total, block_bytes = _header(view, what)
     total = _expected_bytes(total, dt, dims, what)
+    _check_ratio(total, len(view), what)
     if block_bytes <= 0:
         raise ParseError(f"{what}: invalid lz4 block size of {block_bytes} bytes")
     out = bytearray(total)

@@ -43,6 +43,8 @@ from tango_dranspose.streams.base import (
 )
 
 TYP = "PCAP"
+MAX_ROW_CELLS = 1 << 20
+"""The most values (rows x fields) one data message may split into."""
 
 
 class PCAPStart(MessageModel):
@@ -103,6 +105,10 @@ def parse(data: StreamData) -> PCAPPacketType:
     return _validate(load_json(data.frames[0], "PCAP message"))[0]
 
 
+class RowsTooLarge(ParseError):
+    """A data message that would split into more than :data:`MAX_ROW_CELLS` values."""
+
+
 def split_rows(message: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The rows of one vectorised data message; raises :class:`ParseError` on unequal lengths."""
     first = message.get("frame_number")
@@ -115,8 +121,15 @@ def split_rows(message: Mapping[str, Any]) -> list[dict[str, Any]]:
         raise ParseError(f"PCAP data fields have unequal lengths ({detail})")
     if not vectors:
         return [dict(message)]
+    count = next(iter(lengths.values()))
+    # Every row repeats the scalars: a message of a few long lists and many scalars would
+    # multiply into far more than it holds. Real ones have 4 scalars and a few dozen rows.
+    if count * len(message) > MAX_ROW_CELLS:
+        raise RowsTooLarge(
+            f"PCAP data message of {count} rows of {len(message)} fields is too large to split"
+        )
     rows = []
-    for i in range(next(iter(lengths.values()))):
+    for i in range(count):
         row = {key: (value[i] if key in vectors else value) for key, value in message.items()}
         row["frame_number"] = first + i
         rows.append(row)
@@ -136,6 +149,8 @@ class PCAPFramer(SingleFrameFramer):
         obj["frame_number"] = packet.frame_number  # as validated (an integral float is fine)
         try:
             rows = split_rows(obj)
+        except RowsTooLarge as exc:
+            return self.drop("data message too large to split into rows", str(exc))
         except ParseError as exc:
             return self.drop("vector fields of unequal length", str(exc))
         if not rows:

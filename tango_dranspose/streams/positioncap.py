@@ -134,7 +134,11 @@ def parse_end(text: str) -> PositionCapEnd:
     match = _END.fullmatch(text.strip())
     if match is None:
         raise ParseError(f"an end line reads 'END <samples> <reason>', got {text[:60]!r}")
-    return PositionCapEnd(samples=int(match[1]), reason=match[2] or None)
+    try:
+        samples = int(match[1])
+    except ValueError:  # more digits than Python converts
+        raise ParseError(f"END line with an impossible sample count: {text[:60]!r}") from None
+    return PositionCapEnd(samples=samples, reason=match[2] or None)
 
 
 def parse_values(line: str, fields: Sequence[PositionCapField]) -> PositionCapValues:
