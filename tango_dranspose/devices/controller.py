@@ -15,7 +15,7 @@ from tango_dranspose.devices import discovery
 from tango_dranspose.devices import parameters as pattrs
 from tango_dranspose.devices.attrs import snap
 from tango_dranspose.devices.base import PipelineDevice, Snapshot, throw
-from tango_dranspose.devices.status import ledger_lines, plural, scan_problems
+from tango_dranspose.devices.status import fault_phrases, ledger_lines, plural, scan_problems
 from tango_dranspose.runtime.armrequest import parse_arm_request
 from tango_dranspose.runtime.scheduler import ARM_TIMEOUT, ArmError, Scheduler
 
@@ -41,6 +41,13 @@ class DransposeController(PipelineDevice):
         default_value=32,
         doc="Events a worker may hold assigned but not yet processed.",
     )
+    OnNewSeries = device_property(
+        dtype=str,
+        default_value="end",
+        doc="What a scan does when an upstream starts a new series inside it (a detector "
+        "restarted): 'end' that stream (its remaining frames count as missing) and finish the "
+        "scan as 'interrupted', or 'fail' the scan at once.",
+    )
 
     pushed = (
         "ScanId",
@@ -59,6 +66,12 @@ class DransposeController(PipelineDevice):
         "ReducerErrors",
         "LastError",
         "ResultFile",
+        "ReducedResults",
+        "ReducedProgress",
+        "Redispatched",
+        "LostEvents",
+        "LostComponents",
+        "Outages",
         "Parameters",
         "ParameterVersion",
         "ParameterHistory",
@@ -71,7 +84,8 @@ class DransposeController(PipelineDevice):
     ScanState = snap(
         "ScanState",
         str,
-        "idle, arming, running, finishing, finished, stopped, aborted or failed",
+        "idle, arming, running, finishing, finished, stopped, aborted, failed or interrupted "
+        "(ran to its end, but an upstream started a new series inside it)",
     )
     TotalEvents = snap("TotalEvents", "int64", "Events in the armed map (start/end wrap included)")
     CompletedEvents = snap("CompletedEvents", "int64", "Events processed by every worker")
@@ -92,6 +106,36 @@ class DransposeController(PipelineDevice):
     ReducerErrors = snap("ReducerErrors", "int64", "Payload exceptions of the reducer in the scan")
     LastError = snap("LastError", str, "The last error of the current or last scan")
     ResultFile = snap("ResultFile", str, "The result file the reducer wrote for the last scan")
+    ReducedResults = snap(
+        "ReducedResults", "int64", "Results the reducer reduced in the current or last scan"
+    )
+    ReducedProgress = snap(
+        "ReducedProgress",
+        float,
+        "Results reduced of those the workers produced so far, percent: below 100 while the "
+        "reducer lags behind the workers",
+        unit="%",
+        min_value=0,
+        max_value=100,
+    )
+    Redispatched = snap(
+        "Redispatched",
+        "int64",
+        "Events sent again to a live worker because the worker they were assigned to died",
+    )
+    LostEvents = snap(
+        "LostEvents", "int64", "Events or results of the scan that were lost (see LostReasons)"
+    )
+    LostReasons = snap("LostReasons", (str,), "Per reason: how many events or results were lost")
+    LostComponents = snap(
+        "LostComponents",
+        (str,),
+        "Components that died during the current or last scan, and those that rejoined it",
+    )
+    Outages = snap(
+        "Outages", (str,), "Streams of the running scan whose upstream is not connected now"
+    )
+    FailureReason = snap("FailureReason", str, "Why the current or last scan failed")
     Parameters = snap(
         "Parameters", (str,), "Names of the payloads' parameters (attributes param_NAME)"
     )
@@ -114,8 +158,14 @@ class DransposeController(PipelineDevice):
         self._armed_map = ""
         self._metadata = ""
         self._param_attrs: dict[str, str] = {}  # attribute name -> parameter name
+        if self.OnNewSeries not in ("end", "fail"):
+            raise ValueError(
+                f"property OnNewSeries must be 'end' or 'fail', not {self.OnNewSeries!r}"
+            )
         self._scheduler = Scheduler(
-            f"tcp://{self.ListenHost}:{self.ControlPort}", window=self.Window
+            f"tcp://{self.ListenHost}:{self.ControlPort}",
+            window=self.Window,
+            on_new_series=self.OnNewSeries,
         )
 
         async def start() -> None:
@@ -236,6 +286,17 @@ class DransposeController(PipelineDevice):
             "ReducerErrors": int(summary.get("reducer_errors", 0) or 0),
             "LastError": summary.get("last_error") or "",
             "ResultFile": str((summary.get("reducer") or {}).get("output") or ""),
+            "ReducedResults": int(summary.get("results_reduced", 0) or 0),
+            "ReducedProgress": float(summary.get("reduced_progress", 0.0) or 0.0),
+            "Redispatched": int(summary.get("redispatched", 0) or 0),
+            "LostEvents": sum(int(n) for n in (summary.get("lost_events") or {}).values()),
+            "LostReasons": [
+                f"{reason}: {n}" for reason, n in sorted((summary.get("lost_events") or {}).items())
+            ],
+            "LostComponents": [f"{n}: died" for n in summary.get("lost_components") or []]
+            + [f"{n}: rejoined" for n in summary.get("rejoined") or []],
+            "Outages": [f"{s}: {why}" for s, why in sorted((summary.get("outages") or {}).items())],
+            "FailureReason": summary.get("failure") or "",
             **self._parameter_values(summary.get("parameters") or {}),
         }
         return Snapshot(*self._state(summary, dead, absent, comps), values)
@@ -323,11 +384,6 @@ class DransposeController(PipelineDevice):
     ) -> tuple[DevState, str]:
         state = summary.get("state", "idle")
         scan_id = summary.get("scan_id", "")
-        if dead:
-            what = f"{', '.join(dead)} stopped answering"
-            if state in ACTIVE:
-                return DevState.ALARM, f"Scan {scan_id} is {state}, but {what}. Stop ends it."
-            return DevState.ALARM, f"{what[0].upper()}{what[1:]}."
         if state in ACTIVE:
             done, total = summary.get("completed_events", 0), summary.get("total_events", 0)
             text = (
@@ -336,9 +392,21 @@ class DransposeController(PipelineDevice):
                 f"events/s."
             )
             problems = scan_problems(summary)
+            faults = fault_phrases(summary, dead)
             if problems:
                 text += " So far: " + "; ".join(problems) + "."
+            if faults:
+                # Running, but without something it started with: the scan goes on.
+                return DevState.ALARM, text + " Degraded: " + "; ".join(faults) + "."
             return DevState.RUNNING, text
+        if dead:
+            what = f"{', '.join(dead)} stopped answering"
+            if state == "failed":
+                return DevState.FAULT, (
+                    f"Scan {scan_id} failed: {summary.get('failure') or 'see LastError'}. "
+                    f"{what[0].upper()}{what[1:]}; restart it to arm again."
+                )
+            return DevState.ALARM, f"{what[0].upper()}{what[1:]}."
         alive = [c for c in comps.values() if c.alive]
         crew = ", ".join(
             plural(sum(1 for c in alive if c.kind == k), k)
@@ -355,7 +423,13 @@ class DransposeController(PipelineDevice):
             f"Scan {scan_id} {state}: {summary.get('completed_events', 0)} of "
             f"{summary.get('total_events', 0)} events in {elapsed:.1f} s"
         )
-        if problems or absent or state == "failed":
+        if state == "failed":
+            return DevState.ALARM, (
+                f"{head}, failed: {summary.get('failure') or 'see LastError'}.{missing} "
+                "Ready to arm."
+            )
+        problems += fault_phrases(summary, [])
+        if problems or absent or state == "interrupted":
             detail = "; ".join(problems) or "no problems in the scan"
             return DevState.ALARM, f"{head}, with problems: {detail}.{missing} Ready to arm."
         return DevState.ON, f"{head}. Ready to arm; {crew} running."

@@ -61,6 +61,13 @@ class DransposeIngester(ServiceDevice):
         default_value="",
         doc="If set, record every scan's upstream messages here (dump_DEVICE_SCANID.cbors)",
     )
+    RetainMiB = device_property(
+        dtype=int,
+        default_value=512,
+        doc="Frames kept, at most (MiB), to send again to another worker if the one they went "
+        "to dies; events are released as soon as they are settled, so this bounds only "
+        "placement groups that stay open long",
+    )
 
     pushed = (
         "FramesReceived",
@@ -80,7 +87,12 @@ class DransposeIngester(ServiceDevice):
     )
     FrameRate = snap("FrameRate", float, "Frames received per second", unit="frames/s")
     ByteRate = snap("ByteRate", float, "Data received per second", unit="MB/s")
-    Connected = snap("Connected", bool, "Whether every upstream is connected (only while armed)")
+    Connected = snap(
+        "Connected",
+        bool,
+        "Whether every upstream is connected; upstreams connect only while a scan is armed, "
+        "so an idle ingester shows False",
+    )
     DroppedMessages = snap(
         "DroppedMessages", "int64", "Messages dropped in the current or last scan"
     )
@@ -94,7 +106,11 @@ class DransposeIngester(ServiceDevice):
 
     def make_service(self, scheduler: str) -> IngesterService:
         return IngesterService(
-            self.get_name(), scheduler, self._configs, record_dir=self.RecordDir or None
+            self.get_name(),
+            scheduler,
+            self._configs,
+            record_dir=self.RecordDir or None,
+            retain_bytes=max(int(self.RetainMiB), 0) << 20,
         )
 
     def _update_rates(self, frames: int, nbytes: int) -> tuple[float, float]:
@@ -142,6 +158,14 @@ class DransposeIngester(ServiceDevice):
         upstream_errors = [
             f"{s}: {v['upstream_error']}" for s, v in ledger.items() if v.get("upstream_error")
         ]
+        if svc.scan_active:
+            # An outage while armed: the detector went away (ZeroMQ keeps trying to reconnect).
+            live_errors = c.get("upstream_errors") or {}
+            upstream_errors += [
+                f"{s}: not connected ({live_errors.get(s, 'no peer')})"
+                for s, ok in sorted(connected.items())
+                if not ok and not (ledger.get(s) or {}).get("upstream_error")
+            ]
         if dropped or upstream_errors:
             state = DevState.ALARM
             if dropped:

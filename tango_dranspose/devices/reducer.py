@@ -57,6 +57,13 @@ class DransposeReducer(DataServiceDevice):
         "when the scan finishes. The reducer never waits for them.",
     )
 
+    MaxQueuedMiB = device_property(
+        dtype=int,
+        default_value=256,
+        doc="Results received and not yet reduced, at most (MiB). A reducer slower than the "
+        "workers holds them back at this point, and they the ingesters and the detectors: "
+        "memory stays bounded whatever the payload's speed",
+    )
     MaxPushedBytes = device_property(
         dtype=int,
         default_value=1 << 20,
@@ -71,6 +78,18 @@ class DransposeReducer(DataServiceDevice):
     Errors = snap("Errors", "int64", "Exceptions of the reducer payload since the server started")
     LastError = snap("LastError", str, "The last exception of the payload")
     ResultFile = snap("ResultFile", str, "The result file written for the last scan")
+    QueuedBytes = snap(
+        "QueuedBytes",
+        "int64",
+        "Bytes of results received and not reduced yet (bounded by MaxQueuedMiB)",
+        unit="B",
+    )
+    Duplicates = snap(
+        "Duplicates",
+        "int64",
+        "Results of the current or last scan dropped as already reduced (an event sent again "
+        "after its worker died)",
+    )
     Results = snap(
         "Results",
         (str,),
@@ -102,6 +121,7 @@ class DransposeReducer(DataServiceDevice):
             search=list(self.PayloadPath),
             output_dir=self.ResultDir or None,
             write_interval=float(self.ResultWritePeriod) or None,
+            max_queued_bytes=max(int(self.MaxQueuedMiB), 1) << 20,
         )
 
     def tick_period(self) -> float:
@@ -176,6 +196,8 @@ class DransposeReducer(DataServiceDevice):
             "LastError": c["last_error"] or "",
             "ResultFile": c["output"] or "",
             "Results": results,
+            "QueuedBytes": int(c.get("queued_bytes", 0)),
+            "Duplicates": int(c.get("duplicates", 0)),
         }
         for name, leaf in self._published.items():
             values[name] = leaf.value
