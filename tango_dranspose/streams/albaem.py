@@ -46,13 +46,14 @@ class AlbaemData(MessageModel):
     frame_number: int
     timestamp: float
     acquisition_timestamp: int
-    channel1: float
-    channel2: float
-    channel3: float
-    channel4: float
+    # Optional, as in dranspose: a message without one still carries its frame.
+    channel1: float | None = None
+    channel2: float | None = None
+    channel3: float | None = None
+    channel4: float | None = None
 
     @property
-    def channels(self) -> tuple[float, float, float, float]:
+    def channels(self) -> tuple[float | None, float | None, float | None, float | None]:
         return (self.channel1, self.channel2, self.channel3, self.channel4)
 
 

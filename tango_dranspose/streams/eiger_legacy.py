@@ -39,6 +39,7 @@ from tango_dranspose.streams.base import (
     MessageModel,
     ParseError,
     Protocol,
+    decode_json,
     expect_frames,
     expect_typ,
     first_json,
@@ -73,7 +74,7 @@ class EigerLegacyArray(MessageModel):
 class EigerLegacyHeader(MessageModel):
     htype: Literal["dheader-1.0"]
     header_detail: str
-    series: int
+    series: int | None = None
     info: dict[str, Any] = Field(default_factory=dict)
     """The detector configuration (``nimages, ntrigger, compression, bit_depth_image, ...``)."""
     appendix: Any = None
@@ -86,7 +87,7 @@ class EigerLegacyImage(MessageModel):
     htype: Literal["dimage-1.0"]
     frame: int
     hash: str = ""
-    series: int
+    series: int | None = None
     data: dict[str, Any] = Field(default_factory=dict)
     """``dimage_d-1.0``: ``encoding, shape ([x, y]), type, size`` plus the blob as ``buffer``."""
     config: dict[str, Any] = Field(default_factory=dict)
@@ -126,10 +127,10 @@ EigerLegacyPacket: TypeAdapter[EigerLegacyMessage] = TypeAdapter(
 def _any_json(frame: Any, what: str) -> Any:
     try:
         raw = bytes(frame_buffer(frame))
-        # An appendix is free-form user data; an empty part means none was configured.
-        return json.loads(raw) if raw.strip() else None
-    except (UnicodeDecodeError, json.JSONDecodeError, TypeError) as exc:
-        raise ParseError(f"{what} is not valid JSON: {exc}") from None
+    except TypeError as exc:
+        raise ParseError(f"{what}: {exc}") from None
+    # An appendix is free-form user data; an empty part means none was configured.
+    return decode_json(raw, what) if raw.strip() else None
 
 
 def _part(frame: Any, htype: str, what: str) -> dict[str, Any]:
@@ -173,6 +174,8 @@ def _parse_image(packet: EigerLegacyImage, frames: Sequence[Any]) -> None:
     for key in ("encoding", "shape", "type"):
         if key not in info:
             raise ParseError(f"{what}: dimage_d part has no {key!r}")
+    if not isinstance(info["encoding"], str):
+        raise ParseError(f"{what}: encoding must be a string, got {info['encoding']!r}")
     dtype = codecs.parse_dtype(info["type"], what)
     shape = _numpy_shape(info["shape"], what)
     if codecs.is_uncompressed(info["encoding"]):

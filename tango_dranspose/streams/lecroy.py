@@ -44,6 +44,8 @@ from tango_dranspose.streams.base import (
 )
 
 TYP = "lecroy"
+DRANSPOSE_TYP = "lecroy_9fwdWp6Rq7"
+"""The tag dranspose's LeCroy ingester gives its events: found in its dumps, accepted."""
 
 PREPARE, SEQ_START, SEQ_END, STOP = 0, 1, 2, 3
 CONTINUOUS = -1
@@ -144,19 +146,25 @@ def parse_trace(frames: Sequence[Any]) -> tuple[LecroyData, np.ndarray, list[flo
         stamps = restricted_loads(frame_buffer(frames[2]))
     except UnsafePickleError as exc:
         raise ParseError(f"{what} timestamps: {exc}") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as exc:
+    except (pickle.UnpicklingError, TypeError) as exc:
         raise ParseError(f"{what} timestamps are not a valid pickle: {exc}") from None
+    if isinstance(stamps, np.ndarray) and stamps.ndim == 1:
+        stamps = stamps.tolist()  # dranspose passes on whatever was pickled; so do we
     if not isinstance(stamps, list | tuple) or not all(
         isinstance(t, int | float | np.number) and not isinstance(t, bool) for t in stamps
     ):
         raise ParseError(f"{what} timestamps must be a list of numbers")
-    return meta, waveforms, [float(t) for t in stamps]
+    try:
+        seconds = [float(t) for t in stamps]
+    except (OverflowError, TypeError, ValueError):  # an int beyond float, a complex
+        raise ParseError(f"{what} timestamps must be real numbers of seconds") from None
+    return meta, waveforms, seconds
 
 
 def parse(data: StreamData) -> LecroyResult:
     """A LeCroy event: :class:`LecroyPrepare`, :class:`LecroyParsed` (one sequence) or
     :class:`LecroyEnd` (a lone control message parses as its own model)."""
-    expect_typ(data, TYP, "Lecroy")
+    expect_typ(data, TYP, DRANSPOSE_TYP, "Lecroy")
     expect_frames(data, 1, "a LeCroy message")
     if data.length == 1:
         return parse_control(data.frames[0])

@@ -74,7 +74,9 @@ class SardanaDataDescription(MessageModel):
 class SardanaRecordData(MessageModel):
     type: Literal["RecordData"] = "RecordData"
     timestamp: float
-    point_nb: int
+    point_nb: int | None = None
+    """Sardana always sends it; optional as in dranspose, so that a record without it is
+    still an event."""
 
     @property
     def values(self) -> dict[str, Any]:

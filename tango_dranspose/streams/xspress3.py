@@ -98,22 +98,29 @@ def _validate(head: dict[str, Any]) -> XspressMessage:
 
 
 def load_meta(frame: Any, what: str = "Xspress3 metadata") -> dict[str, np.ndarray]:
-    """The metadata pickle as ``{name: array}``; refuses anything but plain data."""
+    """The metadata pickle as ``{name: array}``; refuses anything but plain data.
+
+    The detector sends 8 or 9 arrays (:data:`META_NAMES`, in that order). Fewer are accepted
+    too, named in the same order: dranspose's own ``XspressImage(meta={}).to_stream_data()``
+    sends none, and its example source one (``meta={"ocr": 1}``). More than 9 are refused:
+    there is no name for them.
+    """
     try:
         values = restricted_loads(frame_buffer(frame))
     except UnsafePickleError as exc:
         raise ParseError(f"{what}: {exc}") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as exc:
+    except (pickle.UnpicklingError, TypeError) as exc:
         raise ParseError(f"{what} is not a valid pickle: {exc}") from None
     if not isinstance(values, list | tuple):
         raise ParseError(f"{what} must be a list of arrays, got {type(values).__name__}")
-    if len(values) not in (len(META_NAMES) - 1, len(META_NAMES)):
-        raise ParseError(
-            f"{what} must hold {len(META_NAMES) - 1} or {len(META_NAMES)} arrays, got {len(values)}"
-        )
+    if len(values) > len(META_NAMES):
+        raise ParseError(f"{what} holds {len(values)} arrays, at most {len(META_NAMES)} are known")
     meta: dict[str, np.ndarray] = {}
     for name, value in zip(META_NAMES, values, strict=False):
-        array = np.asarray(value)
+        try:
+            array = np.asarray(value)
+        except (ValueError, TypeError) as exc:  # ragged nested lists
+            raise ParseError(f"{what}: {name} is not an array: {exc}") from None
         if array.dtype.kind not in "biuf":
             raise ParseError(f"{what}: {name} is not numeric ({array.dtype})")
         meta[name] = array
@@ -223,7 +230,11 @@ class XspressFramer(Framer):
     @classmethod
     def detect(cls, message: Sequence[Any]) -> bool:
         head = first_json(message)
-        return head.get("htype") == "header" and "overwritable" in head
+        # The detector sends "overwritable"; dranspose's XspressStart(filename=...) does not,
+        # but neither has STINS's msg_number.
+        return head.get("htype") == "header" and (
+            "overwritable" in head or ("filename" in head and "msg_number" not in head)
+        )
 
 
 # -- building messages (simulators and tests) -----------------------------------------------

@@ -100,14 +100,13 @@ def test_scan_window_and_bad_input() -> None:
 def test_parse_errors_are_clear() -> None:
     with pytest.raises(ParseError, match="not valid JSON"):
         parse(StreamData("albaem", [b"\x00\x01"]))
-    with pytest.raises(ParseError, match="channel1"):
+    with pytest.raises(ParseError, match="frame_number"):
         parse(
             StreamData(
                 "albaem",
                 [
                     b'{"version":1,"message_type":"data","message_id":3,'
-                    b'"frame_number":1,"timestamp":1.0,'
-                    b'"acquisition_timestamp":5}'
+                    b'"timestamp":1.0,"acquisition_timestamp":5,"channel1":1.0}'
                 ],
             )
         )

@@ -158,7 +158,7 @@ def bad_images() -> dict[str, tuple[list[bytes], str]]:
         "evil pickle": ([*good[:2], EVIL_PICKLE], "refusing to load"),
         "truncated pickle": ([*good[:2], good[2][:40]], "not a valid pickle"),
         "not a list": ([*good[:2], pickle.dumps({"ocr": 1})], "must be a list of arrays"),
-        "too few arrays": ([*good[:2], pickle.dumps([np.zeros(4)] * 3)], "got 3"),
+        "too many arrays": ([*good[:2], pickle.dumps([np.zeros(4)] * 10)], "holds 10 arrays"),
         "text metadata": ([*good[:2], pickle.dumps(["a"] * 8)], "not numeric"),
     }
 
