@@ -27,7 +27,7 @@ from tango_dranspose.core.capture import (
 )
 from tango_dranspose.core.events import StreamData
 from tango_dranspose.streams import get_protocol, protocols
-from tango_dranspose.streams.base import DropCounter, Framer
+from tango_dranspose.streams.base import DropCounter, Framer, safe_feed, safe_flush
 
 _SPEC = re.compile(r"^(?P<stream>[A-Za-z0-9_.\-]+)(?::(?P<protocol>[A-Za-z0-9_]+))?=(?P<path>.+)$")
 
@@ -129,10 +129,10 @@ class CaptureSource:
         stream = self.streams[0]
         number = 0
         for message in read_raw_capture(self.spec.path):
-            for framed in framer.feed(message):
+            for framed in safe_feed(framer, message):
                 yield number, {stream: framed.data}
                 number += 1
-        for framed in framer.flush():
+        for framed in safe_flush(framer):
             yield number, {stream: framed.data}
             number += 1
         self.drops.merge(framer.drops)
