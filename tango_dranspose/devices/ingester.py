@@ -158,14 +158,10 @@ class DransposeIngester(ServiceDevice):
         upstream_errors = [
             f"{s}: {v['upstream_error']}" for s, v in ledger.items() if v.get("upstream_error")
         ]
-        if svc.scan_active:
-            # An outage while armed: the detector went away (ZeroMQ keeps trying to reconnect).
-            live_errors = c.get("upstream_errors") or {}
-            upstream_errors += [
-                f"{s}: not connected ({live_errors.get(s, 'no peer')})"
-                for s, ok in sorted(connected.items())
-                if not ok and not (ledger.get(s) or {}).get("upstream_error")
-            ]
+        # An outage while armed: the detector went away (ZeroMQ keeps trying to reconnect).
+        upstream_errors += [
+            f"{s}: not connected ({why})" for s, why in sorted((c.get("outages") or {}).items())
+        ]
         if dropped or upstream_errors:
             state = DevState.ALARM
             if dropped:

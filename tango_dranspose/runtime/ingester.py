@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import os
 import re
+import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,6 +84,8 @@ class _Stream:
     read: int = 0  # frames of the scan read (delivered or discarded)
     interrupted_at: int | None = None
     new_series_seen: int = 0  # drops of start messages inside the scan, at the last look
+    was_connected: bool = False
+    opened_at: float = 0.0
 
     def ledger(self) -> StreamLedger:
         drops = self.framer.drops if self.framer else None
@@ -111,6 +114,7 @@ RETAIN_BYTES = 512 << 20  # frames kept for re-dispatch at most (oldest settled 
 BATCH_EVENTS = 64  # events of one worker sent in one message at most
 BATCH_BYTES = 1 << 20  # ... or this many bytes of frames
 REPORT_DELAY = 0.01  # progress reports wait this long to cover several events
+OUTAGE_GRACE = 2.0  # seconds an armed upstream may take to connect before it counts as out
 SEND_POLL_MS = 200  # a send blocked by a full worker looks again this often whether it died
 
 
@@ -187,8 +191,28 @@ class IngesterService(Service):
             "scan": self.scan.number if self.scan else None,
             "upto": self.scan.upto if self.scan else None,
             "held": len(self.scan.held) if self.scan else 0,
+            "outages": self.outages(),
             "ledger": {n: s.ledger().as_dict() for n, s in self.streams.items()},
         }
+
+    def outages(self) -> dict[str, str]:
+        """Streams of the armed scan whose upstream went away, or never came within a grace
+        period: a detector that died or restarted is visible while it is gone."""
+        scan = self.scan
+        if scan is None:
+            return {}
+        now = time.monotonic()
+        found = {}
+        for name in scan.streams:
+            st = self.streams[name]
+            if st.upstream is None or st.ended is not None:
+                continue
+            if st.connected:
+                st.was_connected = True
+                continue
+            if st.was_connected or now - st.opened_at > OUTAGE_GRACE:
+                found[name] = st.upstream.stats.last_error or "upstream not connected"
+        return found
 
     async def teardown(self) -> None:
         await self._end_scan()
@@ -235,6 +259,8 @@ class IngesterService(Service):
             st.interrupted_at = None
             st.delivered = st.discarded = st.empty = st.bytes = st.read = 0
             st.redispatched = st.lost = st.new_series_seen = 0
+            st.was_connected = False
+            st.opened_at = time.monotonic()
             try:
                 st.upstream = open_upstream(st.config.upstream)
                 await st.upstream.open()

@@ -203,17 +203,16 @@ def scan_summary(
 
 
 def outages(scan: ScanState, components: dict[str, Component]) -> dict[str, str]:
-    """Streams of a running scan whose upstream is not connected now, with the last error."""
+    """Streams of a running scan whose upstream is gone now (as their ingesters report)."""
     found: dict[str, str] = {}
     if not scan.state.active:
         return found
     for ing, streams in scan.ingesters.items():
         comp = components.get(ing)
-        if comp is None or not comp.alive:
+        if comp is None or not comp.alive or comp.counters.get("scan") != scan.number:
             continue
-        connected = comp.counters.get("connected") or {}
-        errors = comp.counters.get("upstream_errors") or {}
+        reported = comp.counters.get("outages") or {}
         for stream in streams:
-            if connected.get(stream) is False and stream not in scan.interrupted:
-                found[stream] = str(errors.get(stream) or "upstream not connected")
+            if stream in reported and stream not in scan.interrupted:
+                found[stream] = str(reported[stream])
     return found
