@@ -13,7 +13,7 @@ import tango
 from tango import AttrWriteType, DevState
 from tango.server import attribute, device_property
 
-from tango_dranspose.core.payload import load_class
+from tango_dranspose.core.payload import enter_payload_root, load_class
 from tango_dranspose.core.publishview import Leaf, assign_names, leaves
 from tango_dranspose.devices.attrs import array_format, snap
 from tango_dranspose.devices.base import Snapshot
@@ -113,7 +113,7 @@ class DransposeReducer(DataServiceDevice):
         self._reported: set[str] = set()
 
     def make_service(self, scheduler: str) -> ReducerService:
-        return ReducerService(
+        service = ReducerService(
             self.get_name(),
             scheduler,
             self.ReducerClass,
@@ -123,6 +123,10 @@ class DransposeReducer(DataServiceDevice):
             write_interval=float(self.ResultWritePeriod) or None,
             max_queued_bytes=max(int(self.MaxQueuedMiB), 1) << 20,
         )
+        # Payloads open data files relative to their repository, as under dranspose (a
+        # server with several payload devices runs in the last one's).
+        enter_payload_root(service.cls)
+        return service
 
     def tick_period(self) -> float:
         return min(float(self.EventPeriod), float(self.PublishPeriod))

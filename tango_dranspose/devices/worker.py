@@ -8,7 +8,7 @@ import numpy as np
 from tango import AttrWriteType, DevState
 from tango.server import attribute, device_property
 
-from tango_dranspose.core.payload import load_class
+from tango_dranspose.core.payload import enter_payload_root, load_class
 from tango_dranspose.core.publishview import base_name
 from tango_dranspose.devices.attrs import array_format, snap
 from tango_dranspose.devices.base import Snapshot
@@ -98,7 +98,7 @@ class DransposeWorker(DataServiceDevice):
         self._errors = ScanErrors()
 
     def make_service(self, scheduler: str) -> WorkerService:
-        return WorkerService(
+        service = WorkerService(
             self.get_name(),
             scheduler,
             self.WorkerClass,
@@ -107,6 +107,10 @@ class DransposeWorker(DataServiceDevice):
             search=list(self.PayloadPath),
             keep_last=self.keep_last(),
         )
+        # Payloads open data files relative to their repository, as under dranspose (a
+        # server with several payload devices runs in the last one's).
+        enter_payload_root(service.cls)
+        return service
 
     def collect_service(self, svc: Any) -> Snapshot:
         c = svc.counters()

@@ -107,7 +107,8 @@ class ReducerService(PayloadService):
             name, scheduler, reducer_class, bind=bind, search=search, queue_size=10_000
         )
         self.budget = ByteBudget(max_queued_bytes)
-        self.output_dir = Path(output_dir) if output_dir else None
+        # Absolute now: a server may make the payload's repository its working directory.
+        self.output_dir = Path(output_dir).absolute() if output_dir else None
         self.write_interval = write_interval  # seconds between rewrites of the file mid-scan
         self.scan: _Scan | None = None
         self.results = 0

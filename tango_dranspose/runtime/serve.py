@@ -56,6 +56,7 @@ async def _scheduler(
 
 
 async def _service(args: argparse.Namespace, stop: asyncio.Event) -> Callable[[], Awaitable[None]]:
+    from tango_dranspose.core.payload import enter_payload_root
     from tango_dranspose.runtime.ingester import IngesterService, StreamConfig
     from tango_dranspose.runtime.reducer import ReducerService
     from tango_dranspose.runtime.worker import WorkerService
@@ -89,6 +90,10 @@ async def _service(args: argparse.Namespace, stop: asyncio.Event) -> Callable[[]
             output_dir=args.output_dir,
             max_queued_bytes=args.max_queued_mib << 20,
         )
+    if args.kind in ("worker", "reducer"):
+        # One payload per process: run it from its repository, as dranspose payloads expect
+        # (they open data files relative to it).
+        enter_payload_root(service.cls)
     await service.start()
     if getattr(service, "address", ""):
         _announce("data", service.address)
