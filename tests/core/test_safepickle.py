@@ -143,7 +143,6 @@ BOMBS = {
     + _text(">")
     + b"NJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb.",
     "structured dtype": pickle.dumps(np.zeros(2, dtype=[("x", "<f8"), ("y", "<i2")]), 2),
-
     "object flags in a dtype": _object_flags_dtype_array(),
     "a list that holds itself": b"\x80\x02]q\x00h\x00a.",
     "65 nested lists": b"\x80\x02" + b"(" * 65 + b"l" * 65 + b".",
