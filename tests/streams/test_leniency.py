@@ -10,7 +10,15 @@ import numpy as np
 import pytest
 
 from tango_dranspose.core.events import StreamData
-from tango_dranspose.streams import albaem, eiger_legacy, lecroy, sardana, stream1, xspress3
+from tango_dranspose.streams import (
+    albaem,
+    eiger_legacy,
+    lecroy,
+    positioncap,
+    sardana,
+    stream1,
+    xspress3,
+)
 from tango_dranspose.streams.base import Kind, ParseError
 
 
@@ -100,3 +108,17 @@ def test_eiger_messages_without_series() -> None:
     assert [e.kind for e in events] == [Kind.START, Kind.DATA]
     parsed = eiger_legacy.parse(events[1].data)
     assert isinstance(parsed, eiger_legacy.EigerLegacyImage) and parsed.series is None
+
+
+def test_position_capture_header_as_dranspose_writes_it() -> None:
+    # PositionCapStart.to_stream_data() in dranspose: no closing blank line.
+    header = (
+        b"arm_time: 2024-10-07T08:49:10.627000Z\nmissed: 0\nprocess: Scaled\nformat: ASCII\n"
+        b"fields:\n PCAP.BITS0 uint32 Value\n INENC1.VAL double Mean\n"
+    )
+    parser = positioncap.PositioncapParser()
+    start = parser.parse(StreamData("PCAP_RAW", [header]))
+    assert isinstance(start, positioncap.PositionCapStart)
+    assert [f.name for f in start.fields] == ["PCAP.BITS0.Value", "INENC1.VAL.Mean"]
+    values = parser.parse(StreamData("PCAP_RAW", [b" 1 1.0\n"]))
+    assert values.values == {"PCAP.BITS0.Value": 1, "INENC1.VAL.Mean": 1.0}
