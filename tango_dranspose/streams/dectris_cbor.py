@@ -211,6 +211,7 @@ def _view(frame: Any) -> memoryview:
 # -- a copy-free structural scan, for the framer ---------------------------------------------
 
 _MAX_DEPTH = 64
+_SHARING_TAGS = frozenset({28, 29})
 _UINT = {
     24: struct.Struct(">B"),
     25: struct.Struct(">H"),
@@ -229,19 +230,29 @@ class _Scanner:
         """(major type, additional info, argument or None if indefinite, position after)."""
         if pos >= len(self.view):
             raise ParseError(f"truncated CBOR: item expected at byte {pos}")
+        start = pos
         byte = self.view[pos]
         major, info = byte >> 5, byte & 0x1F
         pos += 1
         if info < 24:
-            return major, info, info, pos
-        if info in _UINT:
+            arg = info
+        elif info in _UINT:
             fmt = _UINT[info]
             if pos + fmt.size > len(self.view):
-                raise ParseError(f"truncated CBOR: header at byte {pos - 1}")
-            return major, info, fmt.unpack_from(self.view, pos)[0], pos + fmt.size
+                raise ParseError(f"truncated CBOR: header at byte {start}")
+            arg, pos = fmt.unpack_from(self.view, pos)[0], pos + fmt.size
+        else:
+            arg = -1
+        if arg >= 0:
+            if major == 6 and arg in _SHARING_TAGS:
+                # cbor2 resolves shared values into one object referenced many times: 40
+                # levels of pairs make 2**40 paths for whoever walks the decoded message,
+                # or a cycle. Detectors never share values.
+                raise ParseError(f"CBOR value sharing (tag {arg}) at byte {start} is refused")
+            return major, info, arg, pos
         if info == 31 and major in (2, 3, 4, 5, 7):
             return major, info, None, pos
-        raise ParseError(f"invalid CBOR header byte 0x{byte:02x} at {pos - 1}")
+        raise ParseError(f"invalid CBOR header byte 0x{byte:02x} at {start}")
 
     def skip(self, pos: int, depth: int = 0) -> int:
         if depth > _MAX_DEPTH:

@@ -247,7 +247,19 @@ def _pickle_bombs() -> list[bytes]:
 
 
 PICKLE_BOMBS = tuple(_pickle_bombs())
+
+
+def _cbor_sharing() -> bytes:
+    """40 levels of pairs of shared references (CBOR tags 28/29): 2**40 paths."""
+    out = bytearray(b"\xd9\xd9\xf7\xa2\x64type\x65image\x69user_data\x98\x28\xd8\x1c\x80")
+    for level in range(1, 40):
+        ref = b"\xd8\x1d" + (bytes([level - 1]) if level - 1 < 24 else b"\x18" + bytes([level - 1]))
+        out += b"\xd8\x1c\x82" + ref + ref
+    return bytes(out)
+
+
 CBOR_BOMBS = (
+    _cbor_sharing(),
     b"\xd9\xd9\xf7\xa1\x64type\x65image" + b"\x81" * 5000 + b"\x00",
     b"\xbf" * 5000,
     b"\xa1\x64type\x5b" + struct.pack(">Q", 2**62),  # a byte string of 2**62 bytes

@@ -9,11 +9,20 @@ import struct
 import tracemalloc
 from collections.abc import Iterator
 
+import cbor2
 import numpy as np
 import pytest
 
 from tango_dranspose.core.events import StreamData
-from tango_dranspose.streams import codecs, eiger_legacy, lecroy, pcap, positioncap, stream1
+from tango_dranspose.streams import (
+    codecs,
+    dectris_stream2,
+    eiger_legacy,
+    lecroy,
+    pcap,
+    positioncap,
+    stream1,
+)
 from tango_dranspose.streams.base import Kind, ParseError
 
 
@@ -141,3 +150,25 @@ def test_pcap_message_that_would_multiply_into_millions_of_values() -> None:
     assert framer.drops.counts == {"data message too large to split into rows": 1}
     # A real-sized message still splits.
     assert len(framer.feed(pcap.build_data(0, {"x": [1.0] * 15, "y": [2.0] * 15}))) == 15
+
+
+def shared_reference_bomb(levels: int = 40) -> bytes:
+    """A stream v2 image whose user_data shares values (CBOR tags 28/29): each level a pair
+    of references to the one below, 2**40 paths in 450 bytes."""
+    items = [cbor2.CBORTag(28, [])]
+    for level in range(1, levels):
+        pair = [cbor2.CBORTag(29, level - 1), cbor2.CBORTag(29, level - 1)]
+        items.append(cbor2.CBORTag(28, pair))
+    fields = {"type": "image", "series_id": 1, "image_id": 0, "data": {}, "user_data": items}
+    return cbor2.dumps(cbor2.CBORTag(dectris_stream2.TAG_SELF_DESCRIBE, fields))
+
+
+@pytest.mark.timeout(10)
+def test_stream2_value_sharing_is_refused() -> None:
+    bomb = shared_reference_bomb()
+    framer = dectris_stream2.DectrisStream2Framer()
+    framer.feed(dectris_stream2.build_start())
+    assert framer.feed([bomb]) == []
+    assert "value sharing (tag 28)" in framer.drops.samples["invalid CBOR message"]
+    with pytest.raises(ParseError, match="value sharing"):
+        dectris_stream2.parse(StreamData(dectris_stream2.TYP, [bomb]))
