@@ -1,12 +1,16 @@
 """Throughput and latency of the distributed runtime, beside raw ZeroMQ, in one run.
 
-    python -m benchmarks.bench_runtime [--quick]
+    python -m benchmarks.bench_runtime [--quick] [--retention]
 
 Deployment: a source process (PUSH, STINS uint16 frames), and as separate processes the
 scheduler, one ingester, two workers (frame sum) and a reducer, all on 127.0.0.1. For each
 frame size: events/s and GB/s as fast as it goes, latency (source send -> reducer receipt)
 at a paced rate, peak RSS per process; and raw pyzmq PUSH -> PULL between two processes for
 the same sizes, with the ratio. Finally RSS before and after a long 1 KiB scan (flat memory).
+
+``--retention`` instead measures what surviving a worker's death costs an undisturbed scan:
+two identical deployments, one whose ingester keeps frames for re-dispatch (the default) and
+one that keeps none (``--retain-mib 0``), scanned alternately, median of the repetitions.
 """
 
 from __future__ import annotations
@@ -146,7 +150,9 @@ class Service:
             self.popen.kill()
 
 
-def deploy(source_port: int, out: Path) -> tuple[dict[str, Service], ControlClient]:
+def deploy(
+    source_port: int, out: Path, ingester_args: tuple[str, ...] = ()
+) -> tuple[dict[str, Service], ControlClient]:
     svc: dict[str, Service] = {"scheduler": Service("serve", "scheduler", "--window", "64")}
     control = svc["scheduler"].expect("control")
     client = ControlClient(svc["scheduler"].expect("client"))
@@ -159,6 +165,7 @@ def deploy(source_port: int, out: Path) -> tuple[dict[str, Service], ControlClie
         control,
         "--stream",
         f"cam:STINS=pull+tcp://127.0.0.1:{source_port}",
+        *ingester_args,
     )
     for w in ("w0", "w1"):
         svc[w] = Service(
@@ -226,7 +233,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--quick", action="store_true", help="fewer events (a smoke run)")
     ap.add_argument("--long", type=int, default=100_000, help="events of the memory-flatness scan")
+    ap.add_argument(
+        "--retention",
+        action="store_true",
+        help="compare an undisturbed scan with and without frames kept for re-dispatch",
+    )
+    ap.add_argument("--repeat", type=int, default=3, help="--retention: scans per mode and size")
     args = ap.parse_args(argv)
+    if args.retention:
+        return retention(args)
     counts = {1024: 20_000, 65536: 10_000, 1 << 20: 1_000, 4 << 20: 400}
     if args.quick:
         counts = {k: max(v // 20, 40) for k, v in counts.items()}
@@ -316,6 +331,47 @@ def main(argv: list[str] | None = None) -> int:
     print(
         "CPU per event in the long scan (µs): " + ", ".join(f"{k} {v:.0f}" for k, v in cpu.items())
     )
+    return 0
+
+
+def retention(args: argparse.Namespace) -> int:
+    port_q: Any = mp.Queue()
+    cmd_q: Any = mp.Queue()
+    done_q: Any = mp.Queue()
+    source = mp.Process(target=_source, args=(port_q, cmd_q, done_q), daemon=True)
+    source.start()
+    port = port_q.get(timeout=30)
+    counts = {1024: 20_000, 4 << 20: 400}
+    if args.quick:
+        counts = {k: max(v // 10, 40) for k, v in counts.items()}
+    modes = {"kept (default)": (), "none kept": ("--retain-mib", "0")}
+    rates: dict[tuple[str, int], list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        crews = {m: deploy(port, Path(tmp), extra) for m, extra in modes.items()}
+        try:
+            for rep in range(args.repeat):
+                for size, n in counts.items():
+                    for mode, (_, client) in crews.items():
+                        res = run_scan(
+                            client, cmd_q, done_q, Path(tmp), n, size, 0, f"r{rep}{size}"
+                        )
+                        st = res["status"]
+                        rates.setdefault((mode, size), []).append(
+                            st["completed_events"] / st["elapsed"]
+                        )
+        finally:
+            for svc, _ in crews.values():
+                for s in svc.values():
+                    s.stop()
+            cmd_q.put(None)
+    print(f"\nre-dispatch buffers, undisturbed scans, median of {args.repeat} (one run)")
+    print(f"{'frame':>7} {'kept ev/s':>10} {'none ev/s':>10} {'kept/none':>10}")
+    for size, label in SIZES:
+        if size not in counts:
+            continue
+        kept = float(np.median(rates[("kept (default)", size)]))
+        none = float(np.median(rates[("none kept", size)]))
+        print(f"{label:>7} {kept:>10,.0f} {none:>10,.0f} {kept / none:>10.1%}")
     return 0
 
 

@@ -18,6 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tango_dranspose.core.paramfiles import NestingError, loads_json
 
 DEFAULT_TAGS: frozenset[str] = frozenset({"generic"})
+# Cells (events x streams of the parts as written) a map may have: compiling takes about 3 s
+# per million on a beamline node. A long scan repeats parts through a sequence instead.
+MAX_CELLS = 4_000_000
 WRAP_PART = "<wrap>"
 
 
@@ -102,17 +105,43 @@ class _Interner:
         return self._cells.setdefault(vws, vws)
 
 
-def _compile_cell(raw: Any, where: str, interner: _Interner) -> Cell:
+_VW_KEYS = frozenset({"tags", "constraint"})
+
+
+def _plain_vw(item: Any, interner: _Interner) -> VW | None:
+    """The common case, without pydantic: ``{"constraint": int|None, "tags": [str, ...]}``.
+    A map has a cell per event and stream; validating each through a model made a
+    million-cell map take 15 s."""
+    if type(item) is not dict or not item.keys() <= _VW_KEYS:
+        return None
+    constraint = item.get("constraint")
+    if constraint is not None and type(constraint) is not int:
+        return None
+    tags = item.get("tags")
+    if tags is None:
+        return interner.vw(constraint, DEFAULT_TAGS)
+    if type(tags) is not list or not tags or not all(type(t) is str for t in tags):
+        return None  # the model says what is wrong
+    return interner.vw(constraint, frozenset(tags))
+
+
+class _CellError(ValueError):
+    """A bad cell; the caller adds where it is."""
+
+
+def _compile_cell(raw: Any, interner: _Interner) -> Cell:
     if raw is None:
         return None
     if isinstance(raw, Mapping):
         raw = [raw]  # a lone virtual worker is accepted as a one-element list
     if not isinstance(raw, list | tuple):
-        raise TriggerMapError(
-            f"{where}: a cell must be null, [] or a list of virtual workers, got {raw!r}"
-        )
+        raise _CellError(f"a cell must be null, [] or a list of virtual workers, got {raw!r}")
     vws = []
     for item in raw:
+        plain = _plain_vw(item, interner)
+        if plain is not None:
+            vws.append(plain)
+            continue
         if isinstance(item, VirtualWorker):
             vw = item
         else:
@@ -123,13 +152,21 @@ def _compile_cell(raw: Any, where: str, interner: _Interner) -> Cell:
                     f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}"
                     for e in exc.errors()
                 )
-                raise TriggerMapError(
-                    f"{where}: invalid virtual worker {item!r} ({detail})"
-                ) from None
+                raise _CellError(f"invalid virtual worker {item!r} ({detail})") from None
         if not vw.tags:
-            raise TriggerMapError(f"{where}: a virtual worker needs at least one tag")
+            raise _CellError("a virtual worker needs at least one tag")
         vws.append(interner.vw(vw.constraint, vw.tags))
+    if len(vws) == 1:
+        return interner.cell((vws[0],))
     return interner.cell(tuple(dict.fromkeys(vws)))
+
+
+def _cell_fails(cell: Any, interner: _Interner) -> bool:
+    try:
+        _compile_cell(cell, interner)
+    except _CellError:
+        return True
+    return False
 
 
 def _compile_part(name: str, raw: Any, interner: _Interner) -> Part:
@@ -149,12 +186,11 @@ def _compile_part(name: str, raw: Any, interner: _Interner) -> Part:
                 f"part {name!r}, stream {stream!r}: has {len(cells)} events but stream "
                 f"{streams[0]!r} has {length}; all streams of a part need the same length"
             )
-        columns.append(
-            [
-                _compile_cell(c, f"part {name!r}, stream {stream!r}, index {i}", interner)
-                for i, c in enumerate(cells)
-            ]
-        )
+        try:
+            columns.append([_compile_cell(c, interner) for c in cells])
+        except _CellError as exc:
+            i = next(i for i, c in enumerate(cells) if _cell_fails(c, interner))
+            raise TriggerMapError(f"part {name!r}, stream {stream!r}, index {i}: {exc}") from None
     rows = tuple(zip(*columns, strict=True)) if columns else ()
     max_constraints = 0
     for row in rows:
@@ -177,6 +213,17 @@ class TriggerMap:
     ) -> None:
         if not parts:
             raise TriggerMapError("a trigger map needs at least one part")
+        cells = sum(
+            len(column) if isinstance(column, list | tuple) else 1
+            for p in parts.values()
+            if isinstance(p, Mapping)
+            for column in p.values()
+        )
+        if cells > MAX_CELLS:
+            raise TriggerMapError(
+                f"the map has {cells:,} cells, more than the {MAX_CELLS:,} accepted: write a "
+                "long scan as parts repeated by a sequence (docs/trigger-maps.md)"
+            )
         interner = _Interner()
         self.parts: dict[str, Part] = {
             str(n): p if isinstance(p, Part) else _compile_part(str(n), p, interner)
@@ -278,6 +325,12 @@ class TriggerMap:
 
     def tag_sets(self) -> set[frozenset[str]]:
         """Every tag set some virtual worker asks for (each needs a matching real worker)."""
+        cached: set[frozenset[str]] | None = getattr(self, "_tag_sets", None)
+        if cached is None:
+            cached = self._tag_sets = self._find_tag_sets()
+        return set(cached)
+
+    def _find_tag_sets(self) -> set[frozenset[str]]:
         found: set[frozenset[str]] = {frozenset({t}) for t in self.tags} if self.wrap else set()
         for name in set(self.sequence):
             for row in self.parts[name].rows:
@@ -288,6 +341,18 @@ class TriggerMap:
 
     def frames_per_stream(self) -> dict[str, int]:
         """How many upstream messages each stream must deliver (no-frame cells excluded)."""
+        cached: dict[str, int] | None = getattr(self, "_frames", None)
+        if cached is None:
+            cached = self._frames = self._count_frames()
+        return dict(cached)
+
+    def prepare(self) -> TriggerMap:
+        """Compute now what arming asks of the map (it walks every row), e.g. on a thread."""
+        self.tag_sets()
+        self.frames_per_stream()
+        return self
+
+    def _count_frames(self) -> dict[str, int]:
         counts = dict.fromkeys(self.streams, 2 if self.wrap else 0)
         per_part: dict[str, dict[str, int]] = {}
         for name in set(self.sequence):

@@ -139,7 +139,7 @@ class _Scan:
     outbox: dict[str, _Outbox] = field(default_factory=dict)
     report_pending: bool = False
     # Frames of events not settled yet, by event, kept to send again if their worker dies.
-    held: OrderedDict[int, dict[str, StreamData]] = field(default_factory=OrderedDict)
+    held: OrderedDict[int, tuple[dict[str, StreamData], int]] = field(default_factory=OrderedDict)
     held_bytes: int = 0
     reroute: dict[int, dict[str, list[str]]] = field(default_factory=dict)  # not read yet
     dead: set[str] = field(default_factory=set)
@@ -304,18 +304,17 @@ class IngesterService(Service):
             event = next(iter(held))
             if event >= below:
                 break
-            for data in held.pop(event).values():
-                scan.held_bytes -= data.nbytes()
+            scan.held_bytes -= held.pop(event)[1]
 
     def _hold(self, scan: _Scan, event: int, frames: dict[str, StreamData], size: int) -> None:
-        scan.held[event] = frames
+        if self.retain_bytes <= 0:
+            return  # nothing kept: a dead worker's events are lost, counted
+        scan.held[event] = (frames, size)
         scan.held_bytes += size
         while scan.held_bytes > self.retain_bytes and len(scan.held) > 1:
             # Oldest first: a worker that dies now loses these, counted, instead of this
             # process growing without bound while a placement group stays open.
-            _, old = scan.held.popitem(last=False)
-            for data in old.values():
-                scan.held_bytes -= data.nbytes()
+            scan.held_bytes -= scan.held.popitem(last=False)[1][1]
 
     async def _resend(self, scan: _Scan, msg: Resend) -> None:
         """Workers died: send their events' frames again, now or when they are read."""
@@ -331,7 +330,7 @@ class IngesterService(Service):
                 for stream, workers in routes.items():
                     later.setdefault(stream, []).extend(workers)
                 continue
-            kept = scan.held.get(event, {})
+            kept = scan.held.get(event, ({}, 0))[0]
             for stream, workers in routes.items():
                 st = self.streams[stream]
                 data = kept.get(stream)
@@ -481,6 +480,7 @@ class IngesterService(Service):
             batch = await scan.queue.get()
             for event, routes in batch:
                 recorded: dict[str, StreamData] = {}
+                sizes: dict[str, int] = {}
                 absent: list[str] = []
                 for stream in routes:
                     st = self.streams[stream]
@@ -490,7 +490,7 @@ class IngesterService(Service):
                         absent.append(stream)
                         continue
                     recorded[stream] = data
-                    size = data.nbytes()
+                    size = sizes[stream] = data.nbytes()
                     st.bytes += size
                     st.read += 1
                     self.bytes_total += size
@@ -512,7 +512,7 @@ class IngesterService(Service):
                         workers = [w for w in workers if w not in dead]
                     if moved and stream in moved:
                         workers = [*workers, *(w for w in moved[stream] if w not in workers)]
-                    size = data.nbytes()
+                    size = sizes[stream]
                     kept[stream] = data
                     kept_bytes += size
                     for worker in workers:

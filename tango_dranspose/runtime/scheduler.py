@@ -272,13 +272,19 @@ class Scheduler:
         if self.scan is not None and self.scan.state.active:
             raise ArmError(f"scan {self.scan.scan_id} is still {self.scan.state}; stop it first")
         try:
-            tmap = (
-                trigger_map
-                if isinstance(trigger_map, TriggerMap)
-                else TriggerMap.from_json(trigger_map)
-            )
+            if isinstance(trigger_map, TriggerMap):
+                tmap = trigger_map
+            else:
+                # Off the loop: a large map takes seconds to compile, and meanwhile the
+                # scheduler must go on hearing the services (or they would look dead).
+                raw = trigger_map
+                tmap = await asyncio.get_running_loop().run_in_executor(
+                    None, lambda: TriggerMap.from_json(raw).prepare()
+                )
         except TriggerMapError as exc:
             raise ArmError(f"invalid trigger map: {exc}") from None
+        if self.scan is not None and self.scan.state.active:
+            raise ArmError(f"scan {self.scan.scan_id} is still {self.scan.state}; stop it first")
         workers = self._alive("worker")
         specs = [WorkerSpec(w.name, frozenset(w.tags)) for w in workers]
         plan = plan_arm(
