@@ -9,16 +9,17 @@ Refusing code is not enough: a few bytes of pickle can also ask for gigabytes. C
 unpickler allocates a ``bytes`` or ``bytearray`` of the declared length before reading it (11
 bytes declaring 2**62 bytes), ``bytearray(n)`` and numpy's ``_reconstruct`` allocate by
 number, memo references multiply one object into many, and numpy's own dtype unpickling
-accepts flags that make raw bytes pass for object pointers. So :func:`restricted_loads`
+trusts its input (a malformed state crashes the interpreter, a crafted one makes raw bytes
+pass for object pointers). So :func:`restricted_loads`
 
 * walks the opcodes first and refuses a declared length or memo index that the input cannot
   hold, before anything is allocated;
 * hands out guarded versions of the allowed callables, which refuse allocation by number and
   charge every copy against a budget proportional to the input;
-* rebuilds every numpy dtype from its description, so no unpickled flag reaches an array, and
-  refuses object arrays;
-* checks the result: nesting at most :data:`MAX_DEPTH` deep, no cycles, no more references
-  than the input can plainly hold.
+* builds numpy dtypes itself from checked parts, never through numpy's ``__setstate__``:
+  numbers, byte and text strings, raw bytes and datetimes; no fields, subarrays or objects;
+* checks the result as its readers will walk it: nesting at most :data:`MAX_DEPTH` deep, no
+  cycles, no more references (shared ones counted each time) than the input can plainly hold.
 
 Anything wrong with the bytes is a :class:`MalformedPickleError` (an ``UnpicklingError``);
 no other exception leaves :func:`restricted_loads` for any input.
