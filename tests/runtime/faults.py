@@ -103,8 +103,11 @@ class Feeder:
     """Plays a detector: sends messages on a bound PUSH socket from a thread (sends block
     while the pipeline applies back-pressure)."""
 
-    def __init__(self, ctx: zmq.Context[Any], address: str = "tcp://127.0.0.1:0") -> None:
+    def __init__(
+        self, ctx: zmq.Context[Any], address: str = "tcp://127.0.0.1:0", hwm: int = 1000
+    ) -> None:
         self.ctx = ctx
+        self.hwm = hwm
         self.sock = self._bind(address)
         self.address = self.sock.getsockopt(zmq.LAST_ENDPOINT).decode()
         self._thread: threading.Thread | None = None
@@ -114,6 +117,7 @@ class Feeder:
     def _bind(self, address: str) -> zmq.Socket[Any]:
         sock = self.ctx.socket(zmq.PUSH)
         sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, self.hwm)
         sock.setsockopt(zmq.SNDTIMEO, 60_000)
         # ZeroMQ releases a closed socket's port in its I/O thread, a moment later.
         deadline = time.monotonic() + 10
@@ -170,3 +174,28 @@ class Feeder:
 
     def close(self) -> None:
         self.die()
+
+
+class MegabyteWorker:
+    """Returns 1 MiB per event: what a slow reducer must not pile up."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def process_event(self, event: Any, parameters: Any = None) -> Any:
+        if "cam" not in event.streams:
+            return None
+        block = np.full(1 << 17, float(event.event_number))  # 1 MiB of float64
+        return {"event": event.event_number, "block": block}
+
+
+class SlowReducer:
+    """20 ms per result: slower than two workers produce them."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.publish: dict[str, Any] = {"events": 0, "checksum": 0.0}
+
+    def process_result(self, result: Any, parameters: Any = None) -> None:
+        time.sleep(0.02)  # the analysis' cost, simulated
+        self.publish["events"] += 1
+        self.publish["checksum"] += float(result.payload["block"][0])
