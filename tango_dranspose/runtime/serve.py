@@ -234,8 +234,10 @@ def cmd_scan(args: argparse.Namespace) -> int:
     while True:
         status = client.request("status")["scan"]
         bar = "#" * int(status.get("progress", 0) / 5)
+        # Processed and reduced apart: a lagging reducer is visible while it lags.
         print(
             f"\r[{bar:<20}] {status.get('completed_events', 0)}/{status.get('total_events', 0)} "
+            f"processed, {status.get('reduced_progress', 0):.0f}% reduced, "
             f"{status.get('event_rate', 0):,.0f} ev/s {status.get('state')}   ",
             end="",
             file=sys.stderr,

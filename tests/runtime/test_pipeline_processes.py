@@ -20,6 +20,7 @@ import zmq
 
 from tango_dranspose.core.capture import read_dump, read_raw_capture
 from tango_dranspose.core.h5tree import read_tree
+from tango_dranspose.core.ledger import StreamLedger
 from tango_dranspose.runtime.control import ControlClient
 from tango_dranspose.streams.pcap import PCAPFramer
 from tango_dranspose.streams.pcap import parse as parse_pcap
@@ -62,6 +63,8 @@ class Deployment:
                 self.sources[stream].send_multipart(list(m))
         status = self.client.wait(timeout)["scan"]
         assert status["state"] == "finished", status
+        for stream, raw in status["ledger"].items():
+            assert StreamLedger.model_validate(raw).balance() == 0, (stream, raw)
         with h5py.File(self.results / f"{scan_id}_processed.h5") as f:
             return status, read_tree(f)
 

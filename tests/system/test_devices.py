@@ -15,6 +15,7 @@ import pytest
 import tango
 
 from tango_dranspose.core.h5tree import read_tree
+from tango_dranspose.core.ledger import StreamLedger
 from tango_dranspose.deploy.database import TangoDb
 from tango_dranspose.deploy.processes import wait_until
 from tests.runtime.procs import Proc
@@ -25,7 +26,7 @@ CONTROLLER = f"{P}/controller"
 CAM, PANDA, SARDANA = f"{P}/cam", f"{P}/panda", f"{P}/sardana"
 WORKERS = [f"{P}/worker-{i}" for i in (1, 2, 3)]
 REDUCER = f"{P}/reducer"
-FINAL = ("finished", "stopped", "aborted", "failed")
+FINAL = ("finished", "stopped", "aborted", "failed", "interrupted")
 
 
 def free_port() -> int:
@@ -156,9 +157,17 @@ def arm(ctrl: tango.DeviceProxy, cells: dict[str, list[Any]], **extra: Any) -> s
 def wait_final(ctrl: tango.DeviceProxy, timeout: float = 60.0) -> str:
     events = Events(ctrl, "ScanState")
     try:
-        return str(events.wait(lambda v: v in FINAL, timeout))
+        state = str(events.wait(lambda v: v in FINAL, timeout))
     finally:
         events.close()
+    assert_ledger_balanced(ctrl)
+    return state
+
+
+def assert_ledger_balanced(ctrl: tango.DeviceProxy) -> None:
+    """After every scan: each expected frame of each stream has exactly one outcome."""
+    for stream, raw in json.loads(ctrl.LedgerJson).items():
+        assert StreamLedger.model_validate(raw).balance() == 0, (stream, raw)
 
 
 def result_tree(path: str) -> dict[str, Any]:
