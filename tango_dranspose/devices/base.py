@@ -33,11 +33,14 @@ PERIODIC_INTERVAL = 1.0
 log = logging.getLogger("tango_dranspose.devices")
 
 # Set once this server process has its ZeroMQ event publisher socket (one per process, never
-# closed before exit). cppTango creates it at the first event subscription of any client; until
-# then an interface change (add_attribute, remove_attribute, Init) may make cppTango push a
-# "device interface changed" event through that missing socket: a NULL dereference. See
-# decision 0012 and ``_open_event_socket``.
+# closed before exit), or once we gave up opening it. cppTango creates it at the first event
+# subscription of any client; until then an interface change (add_attribute, remove_attribute,
+# Init) may make cppTango push a "device interface changed" event through that missing socket:
+# a NULL dereference. See decision 0012 and ``_open_event_socket``.
 _EVENT_SOCKET = threading.Event()
+# Attempts (one per pusher tick) before giving up on it with a warning and changing attributes
+# anyway, rather than never showing them (e.g. should a later cppTango refuse the command).
+EVENT_SOCKET_ATTEMPTS = 20
 
 
 class Snapshot:
@@ -92,6 +95,7 @@ class PipelineDevice(Device):
         # For the pusher thread: the C++ device (and its name) is freed after delete_device,
         # possibly while the pusher is still in a call that cannot see the stop flag.
         self._dev_name = self.get_name()
+        self._socket_attempts = 0
         self.set_state(DevState.INIT)
         self.set_status("Starting.")
         self._snapshot = Snapshot(DevState.INIT, "Starting.", {})
@@ -245,22 +249,35 @@ class PipelineDevice(Device):
             self.push_change_event(name, value, time.time(), tango.AttrQuality.ATTR_VALID)
 
     def _open_event_socket(self) -> None:
-        """Subscribe once to our own State change event, as any client would, and drop the
-        subscription: the admin device then creates this process's event publisher socket,
-        which stays until the server exits. Runs on the pusher thread without the device
-        monitor (the subscription reads State, which takes it), once the server has started:
-        earlier, the admin device does not exist yet. If it fails, the next tick tries again."""
+        """Make the admin device create this process's event publisher socket, which stays
+        until the server exits: send it the command a client's ``subscribe_event`` sends
+        first (``ZmqEventSubscriptionChange``, for our State's change events). No client-side
+        subscription: it would put Tango's event consumer into the server, and a DeviceProxy
+        destroyed during the server's shutdown then crashes in ``unsubscribe_all_events``.
+        Runs on the pusher thread once the server has started (before, there is no admin
+        device to answer); if it fails, the next tick tries again, up to
+        ``EVENT_SOCKET_ATTEMPTS`` times."""
         util = tango.Util.instance()
         if util.is_svr_starting() or util.is_svr_shutting_down():
             return
         try:
-            proxy = tango.DeviceProxy(self._dev_name)
-            proxy.set_timeout_millis(3000)
-            event_id = proxy.subscribe_event("State", tango.EventType.CHANGE_EVENT, _ignore)
-            proxy.unsubscribe_event(event_id)
+            admin = tango.DeviceProxy(f"dserver/{util.get_ds_name()}")
+            admin.set_timeout_millis(3000)
+            admin.command_inout(
+                "ZmqEventSubscriptionChange", [self._dev_name, "State", "subscribe", "change"]
+            )
         except tango.DevFailed as exc:
-            log.debug("%s: no event socket yet: %s", self._dev_name, exc.args[0].desc.strip())
-            return
+            self._socket_attempts += 1
+            why = exc.args[0].desc.strip()
+            if self._socket_attempts < EVENT_SOCKET_ATTEMPTS:
+                log.debug("%s: no event socket yet: %s", self._dev_name, why)
+                return
+            log.warning(
+                "%s: cannot make the admin device open the event socket (%s); dynamic "
+                "attributes change anyway (see decision 0012)",
+                self._dev_name,
+                why,
+            )
         _EVENT_SOCKET.set()
 
     def dynamic_pushed(self) -> tuple[str, ...]:
@@ -273,7 +290,3 @@ class PipelineDevice(Device):
     def before_push(self, snap: Snapshot) -> None:
         """Holding the device monitor, before events go out: the one place to add or remove
         dynamic attributes (it runs only once the server has its event socket)."""
-
-
-def _ignore(event: Any) -> None:
-    """Callback of the subscription that opens the event socket; its events are not needed."""
