@@ -118,9 +118,9 @@ class Recovery:
             if w in self.s.components and self.s.components[w].alive
         }
         try:
+            # The map as a whole first (the clearer reason), then each group of the dead one.
+            check_workers(scan.tmap, [WorkerSpec(w, t) for w, t in live.items()])
             plan = scan.inflight.worker_lost(name, live, {w: assigner.free(w) for w in live})
-            left = [WorkerSpec(w, t) for w, t in live.items()]
-            check_workers(scan.tmap, left)
         except (NoEligibleWorker, NotEnoughWorkers) as exc:
             await self.fail(scan, f"worker {name} stopped answering ({why}) and {exc}")
             return

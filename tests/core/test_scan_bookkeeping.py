@@ -270,3 +270,35 @@ def test_every_expected_frame_has_exactly_one_outcome(sc: dict[str, Any]) -> Non
     # Every group still owed work is bound to a live worker (a dead one's moved whole).
     for group in sim.inflight.groups.values():
         assert group.settled or group.worker in sim.live or failed
+
+
+def test_a_group_with_nowhere_to_go_names_its_constraint_and_tags() -> None:
+    tmap = TriggerMap.from_json({"cam": [[{"constraint": 7, "tags": ["xrd"]}]]}, wrap=False)
+    specs = [WorkerSpec("w0", frozenset({"xrd"})), WorkerSpec("w1")]
+    assigner = Assigner(tmap, specs, slots=2)
+    inflight = Inflight()
+    a = assigner.next()
+    assert a is not None and inflight.add(a)
+    with pytest.raises(
+        NoEligibleWorker, match=r"constraint 7 of w0 \(tags \['xrd'\]; workers left: w1"
+    ):
+        inflight.worker_lost("w0", {"w1": frozenset({"generic"})}, {"w1": 2})
+    # Nothing changed: the group is still w0's, the event still owed.
+    assert inflight.owes("w0") == [0]
+
+
+def test_a_dead_worker_s_open_pair_moves_whole_with_its_processed_first_event() -> None:
+    tmap = TriggerMap.from_json({"cam": [[{"constraint": 0}], [{"constraint": 0}]]}, wrap=False)
+    assigner = Assigner(tmap, [WorkerSpec("w0"), WorkerSpec("w1")], slots=1)
+    inflight = Inflight()
+    first = assigner.next()
+    assert first is not None and first.closing == ()  # the pair is still open
+    inflight.add(first)
+    owner = first.workers[0]
+    assert inflight.done(0, owner, True).completed
+    other = "w1" if owner == "w0" else "w0"
+    plan = inflight.worker_lost(owner, {other: frozenset({"generic"})}, {other: 1})
+    # The processed first event goes again, as its own origin's: its result is a duplicate.
+    assert [(m.event, m.worker, m.origin) for m in plan.moves] == [(0, other, owner)]
+    assert plan.rebinds == [((0, 0), other)]
+    assert not inflight.done(0, other, True).new_result  # counted once already

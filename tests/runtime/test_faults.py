@@ -253,3 +253,28 @@ def test_a_restarted_detector_is_seen_and_its_new_series_never_merged(crew: Crew
     assert_balanced(scan)
     tree = crew.tree("restart")
     assert list(tree["event"]) == list(range(1, 101))
+
+
+def test_when_no_worker_can_take_a_dead_worker_s_events_the_scan_fails_naming_them(
+    crew: Crew,
+) -> None:
+    n = 3000
+    # Every event goes to three workers at once: with one dead, its share has nowhere to go.
+    tmap = {
+        "cam": [
+            [{"constraint": 3 * i}, {"constraint": 3 * i + 1}, {"constraint": 3 * i + 2}]
+            for i in range(n)
+        ]
+    }
+    crew.client.arm(tmap, scan_id="three-way")
+    crew.feeder.send(stins_series(n))
+    crew.client.wait_until(n // 5, 60)
+    killed_at = time.monotonic()
+    crew.kill("w1")
+    scan = crew.wait_state(30)
+    took = time.monotonic() - killed_at
+    assert scan["state"] == "failed", scan
+    assert "worker w1 stopped answering" in scan["failure"]
+    assert "3 distinct constraints in one event, but only 2 worker(s)" in scan["failure"]
+    assert took < FAIL_WITHIN, took
+    assert_balanced(scan)
