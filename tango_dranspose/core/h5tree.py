@@ -8,7 +8,7 @@ of the group itself. Values that HDF5 cannot hold are skipped and reported, neve
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -95,23 +95,68 @@ def write_file(
     tree: Mapping[str, Any],
     *,
     extra: Callable[[h5py.File], None] | None = None,
+    overwrite: bool = True,
 ) -> list[str]:
-    """Write ``tree`` to ``path`` via a temporary file and a rename; returns skipped names."""
+    """Write ``tree`` to ``path`` atomically; returns the names of what was skipped.
+
+    The file is written under a temporary name beside ``path`` and then renamed, so readers
+    never see half a file. It is created with mode 0666 minus the process's umask (and the
+    directory's default ACL), as any other file of the process: a result written by a service
+    account is readable by whoever the umask lets read it. With ``overwrite=False`` an existing
+    ``path`` is never replaced: FileExistsError, and nothing is left behind.
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
+    tmp = _create_temporary(target)
     skipped: list[str] = []
     try:
         with h5py.File(tmp, "w") as f:
             write_tree(f, tree, skipped=skipped)
             if extra is not None:
                 extra(f)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        # On disk before the name points at it: after a crash the name holds the old file or
+        # the whole new one, not an empty one.
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if overwrite:
+            os.replace(tmp, target)
+        else:
+            _publish_new(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)  # gone already when renamed; what a failure left
     return skipped
+
+
+def _create_temporary(target: Path) -> Path:
+    # Not tempfile.mkstemp: it creates files 0600 whatever the umask. O_EXCL with a random
+    # name is the same guarantee (nobody else's file is opened) with the usual mode.
+    for _ in range(100):
+        tmp = target.parent / f".{target.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
+    raise FileExistsError(f"no free temporary name beside {target}")
+
+
+def _publish_new(tmp: Path, target: Path) -> None:
+    """Give ``tmp`` the name ``target`` unless that name exists, atomically where possible."""
+    try:
+        # A hard link fails if the name exists, in one step: no window for another writer.
+        os.link(tmp, target)
+        return
+    except FileExistsError:
+        raise FileExistsError(f"{target} exists already") from None
+    except OSError:
+        pass  # a file system without hard links (some network and FUSE mounts)
+    if os.path.lexists(target):
+        raise FileExistsError(f"{target} exists already")
+    os.replace(tmp, target)
 
 
 def read_tree(group: h5py.Group) -> dict[str, Any]:
