@@ -290,6 +290,42 @@ def _replay_with_map(
         run.ledger(stream).unused += n
 
 
+def default_trigger_map(sources: Sequence[EventSource], loop: int = 1) -> TriggerMap:
+    """What a replay without a map does, as a map a live scan can be armed with.
+
+    The first event goes to every (generic) worker, every later event to one worker, and no
+    start/end wrap is added: the inputs' own first and last events are in the map like the
+    others. Event numbers the inputs skip are events without frames, so that the numbers
+    workers see are the replay's. Reads the inputs once; the map has one small part per
+    combination of streams present in an event (a sequence names them), so it stays small
+    however long the capture is.
+    """
+    names = sorted({s for source in sources for s in source.streams})
+    cells: dict[str, list[dict[str, Any]] | None] = {
+        "gap": None,
+        "all": [{"constraint": None}],
+        "one": [{"constraint": 0}],  # every occurrence of a part binds its constraint afresh
+    }
+    parts: dict[str, dict[str, list[Any]]] = {}
+    sequence: list[str] = []
+
+    def part(kind: str, present: Sequence[str]) -> str:
+        key = f"{kind}:{','.join(present)}"
+        if key not in parts:
+            parts[key] = {s: [cells[kind] if s in present else None] for s in names}
+        return key
+
+    following: int | None = None  # the number after the last event seen
+    for number, streams in repeated(lambda: merged_events(sources), loop):
+        if number > (following or 0):
+            sequence.extend([part("gap", ())] * (number - (following or 0)))
+        sequence.append(part("all" if following is None else "one", sorted(streams)))
+        following = number + 1
+    if not sequence:
+        return TriggerMap({"empty": {s: [] for s in names or ["none"]}}, [], wrap=False)
+    return TriggerMap(parts, sequence, wrap=False)
+
+
 def open_inputs(cfg: ReplayConfig) -> list[EventSource]:
     """Every input of ``cfg``: capture files, HDF5 files, the coded source; two inputs feeding
     one stream are refused."""

@@ -13,10 +13,16 @@ import numpy as np
 import pytest
 
 from tango_dranspose.cli import main
-from tango_dranspose.core.capture import read_dump
+from tango_dranspose.core.capture import DumpWriter, read_dump
+from tango_dranspose.core.events import StreamData
 from tango_dranspose.core.h5tree import read_tree
 from tango_dranspose.examples.demo_data import write_demo_scan
-from tango_dranspose.runtime.replay import ReplayConfig, run_replay
+from tango_dranspose.runtime.replay import (
+    ReplayConfig,
+    default_trigger_map,
+    open_inputs,
+    run_replay,
+)
 from tango_dranspose.streams.stream1 import Stream1Data, parse
 
 ROI_W = "tango_dranspose.examples.roi:RoiWorker"
@@ -31,6 +37,7 @@ def images_of(path: Path) -> list[np.ndarray]:
         for sd in rec.streams.values():
             packet = parse(sd)
             if isinstance(packet, Stream1Data):
+                assert packet.data is not None, "an image without pixels"
                 out.append(packet.data)
     return out
 
@@ -443,3 +450,42 @@ def test_a_result_that_cannot_travel_fails_as_it_would_live(
     )
     assert s.failure_count == 14 and s.results == 0
     assert "cannot send object at result['handle']" in s.failures[0].error
+
+
+def test_the_default_map_is_what_the_replay_does_without_one(
+    tmp_path: Path, digest_payloads: Path
+) -> None:
+    # Event 2 is in no input, stream b only in some events; read twice over (--loop 2).
+    path = tmp_path / "gaps.cbors"
+    with DumpWriter(path) as w:
+        for number, streams in [(0, "ab"), (1, "a"), (3, "ab")]:
+            w.write(number, {s: StreamData("STINS", [f"{s}{number}".encode()]) for s in streams})
+    cfg = ReplayConfig(
+        worker="digest_payloads:RowWorker",
+        reducer="digest_payloads:RowReducer",
+        captures=[str(path)],
+        workers=2,
+        search=[digest_payloads],
+        loop=2,
+    )
+    tmap = default_trigger_map(open_inputs(cfg), cfg.loop)
+    assert len(tmap) == 8 and not tmap.wrap
+
+    def cells(n: int) -> dict[str, list[int | None] | None]:
+        return {
+            s: None if cell is None else [vw.constraint for vw in cell]
+            for s, cell in tmap.event(n).items()
+        }
+
+    assert cells(0) == {"a": [None], "b": [None]}  # the first event to every worker
+    assert cells(1) == {"a": [0], "b": None}
+    assert cells(2) == {"a": None, "b": None}  # a number the inputs skip: no frames
+    assert cells(3) == cells(4) == cells(7) == {"a": [0], "b": [0]}
+    assert cells(5) == {"a": [0], "b": None} and cells(6) == cells(2)
+    without = run_replay(cfg)
+    cfg.trigger_map = tmap
+    with_map = run_replay(cfg)
+    assert without.ok and with_map.ok
+    assert with_map.events == 8 and without.events == 6  # the map's two gaps count as events
+    np.testing.assert_array_equal(with_map.publish["rows"], without.publish["rows"])
+    assert [int(r[0]) for r in without.publish["rows"]] == [1, 3, 4, 5, 7]
