@@ -138,3 +138,35 @@ def is_complete(
     if not assigned_all or in_flight:
         return False
     return all(ingested.get(ing, -1) >= last for ing, last in last_event_of.items())
+
+
+MAX_SCAN_ID = 200  # characters; file names of 255 bytes leave room for the suffixes
+
+
+def check_scan_id(scan_id: str) -> None:
+    """Raise ArmRefused unless ``scan_id`` is a name, never a path.
+
+    A scan id becomes part of file names (``SCANID_processed.h5``, the ingesters'
+    ``dump_DEVICE_SCANID.cbors``); a separator, a ``..`` or a control character in it would
+    place those files elsewhere or make their names unreadable.
+    """
+    rule = (
+        f"a scan id is a name of 1 to {MAX_SCAN_ID} characters without '/', '\\', '..' or "
+        "control characters"
+    )
+    if not isinstance(scan_id, str) or not scan_id:
+        raise ArmRefused(f"scan_id {scan_id!r} is refused: it is empty ({rule})")
+    shown = repr(scan_id if len(scan_id) <= 60 else scan_id[:60] + "...")
+    if len(scan_id) > MAX_SCAN_ID:
+        why = f"it has {len(scan_id)} characters"
+    elif "/" in scan_id or "\\" in scan_id:
+        why = "it contains a path separator"
+    elif ".." in scan_id:
+        why = "it contains '..'"
+    elif not scan_id.isprintable():
+        # NUL, newlines, escapes, and the invisible format characters (such as a right-to-left
+        # override) that would make a file name read differently than it is.
+        why = "it contains a control character"
+    else:
+        return
+    raise ArmRefused(f"scan_id {shown} is refused: {why} ({rule})")

@@ -45,6 +45,13 @@ class DransposeReducer(DataServiceDevice):
         doc="Write SCANID_processed.h5 here at the end of each scan (unless the scan names "
         "its output file)",
     )
+    AllowedResultDirs = device_property(
+        dtype=(str,),
+        default_value=[],
+        doc="Directories an Arm's output_file, or a scan's scan_dir, may place the result file "
+        "in (symlinks resolved); anywhere else the arm is refused. Empty: ResultDir alone, or, "
+        "without ResultDir, nowhere (output_file and scan_dir are refused)",
+    )
     ResultWritePeriod = device_property(
         dtype=float,
         default_value=10.0,
@@ -122,11 +129,19 @@ class DransposeReducer(DataServiceDevice):
             output_dir=self.ResultDir or None,
             write_interval=float(self.ResultWritePeriod) or None,
             max_queued_bytes=max(int(self.MaxQueuedMiB), 1) << 20,
+            allowed_result_dirs=self.allowed_result_dirs(),
         )
         # Payloads open data files relative to their repository, as under dranspose (a
         # server with several payload devices runs in the last one's).
         enter_payload_root(service.cls)
         return service
+
+    def allowed_result_dirs(self) -> list[str]:
+        """AllowedResultDirs, or by default ResultDir alone (none without it)."""
+        allowed = [d for d in self.AllowedResultDirs if d.strip()]
+        if allowed:
+            return allowed
+        return [self.ResultDir] if self.ResultDir else []
 
     def tick_period(self) -> float:
         return min(float(self.EventPeriod), float(self.PublishPeriod))

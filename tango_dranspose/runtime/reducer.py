@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import queue
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from tango_dranspose.core.resultcodec import (
 from tango_dranspose.core.resultcodec import (
     decode as decode_result,
 )
+from tango_dranspose.core.scan import ArmRefused, check_scan_id
 from tango_dranspose.runtime import transport
 from tango_dranspose.runtime.messages import (
     Arm,
@@ -71,20 +73,76 @@ class _Scan:
     duplicates: int = 0
 
 
-def result_path(metadata: dict[str, Any], scan_id: str, output_dir: Path | None) -> str | None:
-    """Where a scan's result file goes: the scan's ``output`` if it names one; else beside
-    the raw data (``scan_dir``/``scan_file`` stem + ``_processed.h5``, as Sardana describes
-    a scan); else ``output_dir``/SCANID_processed.h5; else nowhere."""
-    if metadata.get("output"):
-        return str(metadata["output"])
+def result_path(
+    metadata: dict[str, Any],
+    scan_id: str,
+    output_dir: Path | None,
+    allowed: Sequence[Path] | None = None,
+) -> Path | None:
+    """Where a scan's result file goes: the scan's ``output`` (the Arm's ``output_file``) if it
+    names one; else beside the raw data (``scan_dir``/``scan_file`` stem + ``_processed.h5``, as
+    Sardana describes a scan); else ``output_dir``/SCANID_processed.h5; else nowhere.
+
+    Raises ArmRefused, one sentence, when the scan id is not a name; when ``output`` or
+    ``scan_dir`` does not resolve (symlinks followed) inside one of ``allowed`` (None: anywhere,
+    for a caller that arms its own scans in-process, as the replay does; ``output_dir`` itself
+    is the reducer's own configuration and needs no permission); or when the file exists and
+    the metadata does not say ``"overwrite": true``.
+    """
+    check_scan_id(scan_id)
+    target: Path | None = None
     scan_dir, scan_file = metadata.get("scan_dir"), metadata.get("scan_file")
     if isinstance(scan_file, list):
         scan_file = scan_file[0] if scan_file else None
-    if scan_dir and scan_file:
-        return str(Path(str(scan_dir)) / f"{Path(str(scan_file)).stem}_{scan_id}_processed.h5")
-    if output_dir is not None:
-        return str(output_dir / f"{scan_id}_processed.h5")
-    return None
+    if metadata.get("output"):
+        given = str(metadata["output"])
+        path = Path(given)
+        if not path.is_absolute():
+            # Relative to the result directory: the working directory of a server is its
+            # payload's repository, which means nothing to whoever armed the scan.
+            path = (output_dir or Path.cwd()) / path
+        target = _confined("output_file", given, path, allowed)
+    elif scan_dir and scan_file:
+        where = _confined("scan_dir", str(scan_dir), Path(str(scan_dir)), allowed, directory=True)
+        target = where / f"{Path(str(scan_file)).stem}_{scan_id}_processed.h5"
+        # The name itself may be a symlink out of the directory.
+        _confined("the result file", str(target), target, allowed)
+    elif output_dir is not None:
+        target = output_dir / f"{scan_id}_processed.h5"
+    if target is None:
+        return None
+    if os.path.isdir(target):
+        raise ArmRefused(f"the result file {target} is a directory")
+    if os.path.lexists(target) and metadata.get("overwrite") is not True:
+        raise ArmRefused(
+            f'the result file {target} exists already; arm with "overwrite": true in the '
+            "metadata to replace it"
+        )
+    return target
+
+
+def _confined(
+    what: str, given: str, path: Path, allowed: Sequence[Path] | None, *, directory: bool = False
+) -> Path:
+    """``path`` (absolute), unless it resolves outside every directory of ``allowed`` (a file
+    strictly inside one; a ``directory`` may be one of them)."""
+    if "\x00" in str(path):
+        raise ArmRefused(f"{what} {given!r} is refused: it contains a NUL character")
+    if allowed is None:
+        return path
+    real = Path(os.path.realpath(path))
+    for permitted in allowed:
+        top = Path(os.path.realpath(permitted))
+        if real.is_relative_to(top) and (directory or real != top):
+            return path
+    where = given if str(real) == given else f"{given} (which resolves to {real})"
+    if not allowed:
+        raise ArmRefused(
+            f"{what} {where} is refused: this reducer allows no result directory (its "
+            "AllowedResultDirs property, or --allowed-result-dir)"
+        )
+    dirs = ", ".join(str(d) for d in allowed)
+    raise ArmRefused(f"{what} {where} is outside the reducer's allowed result directories ({dirs})")
 
 
 class ReducerService(PayloadService):
@@ -102,6 +160,7 @@ class ReducerService(PayloadService):
         output_dir: str | None = None,
         write_interval: float | None = 10.0,
         max_queued_bytes: int = MAX_QUEUED_BYTES,
+        allowed_result_dirs: Sequence[str] | None = None,
     ) -> None:
         super().__init__(
             name, scheduler, reducer_class, bind=bind, search=search, queue_size=10_000
@@ -109,6 +168,13 @@ class ReducerService(PayloadService):
         self.budget = ByteBudget(max_queued_bytes)
         # Absolute now: a server may make the payload's repository its working directory.
         self.output_dir = Path(output_dir).absolute() if output_dir else None
+        # Where an Arm's output_file or scan_dir may place the result file; None: anywhere
+        # (only for a caller that arms its own scans in-process; servers always pass a list).
+        self.allowed_result_dirs = (
+            None
+            if allowed_result_dirs is None
+            else tuple(Path(d).absolute() for d in allowed_result_dirs)
+        )
         self.write_interval = write_interval  # seconds between rewrites of the file mid-scan
         self.scan: _Scan | None = None
         self.results = 0
@@ -161,10 +227,14 @@ class ReducerService(PayloadService):
             except ValueError as exc:
                 await self.send(Armed(scan=msg.scan, ok=False, error=str(exc)))
                 return
-            output = None
-            target = result_path(msg.metadata, msg.scan_id, self.output_dir)
-            if target:
-                output = Path(target)
+            try:
+                output = result_path(
+                    msg.metadata, msg.scan_id, self.output_dir, self.allowed_result_dirs
+                )
+            except ArmRefused as exc:
+                self.log.warning("refusing scan %r: %s", msg.scan_id, exc)
+                await self.send(Armed(scan=msg.scan, ok=False, error=str(exc)))
+                return
             # Results may carry dataclasses and models of the payload packages, and our own
             # message models and event containers; nothing else is ever instantiated.
             specs = [self.payload_spec, *msg.metadata.get("worker_payloads", [])]

@@ -24,7 +24,13 @@ import zmq
 from tango_dranspose.core.assignment import Assigner, WorkerSpec
 from tango_dranspose.core.ledger import load_ledger
 from tango_dranspose.core.parameters import ParameterError
-from tango_dranspose.core.scan import ArmRefused, Phase, is_complete, plan_arm
+from tango_dranspose.core.scan import (
+    ArmRefused,
+    Phase,
+    check_scan_id,
+    is_complete,
+    plan_arm,
+)
 from tango_dranspose.core.triggermap import TriggerMap, TriggerMapError
 from tango_dranspose.runtime import transport
 from tango_dranspose.runtime.messages import (
@@ -271,6 +277,8 @@ class Scheduler:
         """Arm a scan; returns its id. Raises :class:`ArmError` saying what is wrong."""
         if self.scan is not None and self.scan.state.active:
             raise ArmError(f"scan {self.scan.scan_id} is still {self.scan.state}; stop it first")
+        if scan_id is not None:
+            check_scan_id(scan_id)  # it names files: a name, never a path (ArmRefused)
         try:
             if isinstance(trigger_map, TriggerMap):
                 tmap = trigger_map

@@ -89,6 +89,9 @@ async def _service(args: argparse.Namespace, stop: asyncio.Event) -> Callable[[]
             search=args.payload_path,
             output_dir=args.output_dir,
             max_queued_bytes=args.max_queued_mib << 20,
+            # As the device's AllowedResultDirs: by default the output directory alone.
+            allowed_result_dirs=args.allowed_result_dir
+            or ([args.output_dir] if args.output_dir else []),
         )
     if args.kind in ("worker", "reducer"):
         # One payload per process: run it from its repository, as dranspose payloads expect
@@ -187,6 +190,15 @@ def add_serve_parser(sub: Any) -> None:
     r.add_argument("--payload-path", action="append", default=[], metavar="DIR")
     r.add_argument(
         "--output-dir", metavar="DIR", help="write SCANID_processed.h5 here at the end of each scan"
+    )
+    r.add_argument(
+        "--allowed-result-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a directory an arm's output_file or scan_dir may place the result file in "
+        "(repeatable; symlinks resolved); elsewhere the arm is refused. Default: the "
+        "--output-dir alone, or none without it",
     )
     r.add_argument(
         "--max-queued-mib",
