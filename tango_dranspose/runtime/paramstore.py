@@ -8,15 +8,19 @@ every worker switches at that same event (each processes its events in order), a
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from tango_dranspose.core.parameters import (
+    BoolParameter,
     ParameterBase,
     ParameterError,
     ParameterList,
     ParameterSet,
+    StrParameter,
 )
+from tango_dranspose.core.paramfiles import loads_json
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,31 @@ def _show(desc: ParameterBase | None, raw: bytes) -> Any:
         return f"<{len(raw)} bytes>"
 
 
+def json_type(desc: ParameterBase) -> str | None:
+    """The type whose JSON a text parameter holds, or None for plain text.
+
+    A field of a payload's ``parameter_class`` that has no scalar parameter (a tuple, a list,
+    a nested model) is a text parameter holding JSON, and ``core.parameters.model_fields`` says
+    so in its description: ``"TEXT (JSON: TYPE)"``, or ``"JSON: TYPE"`` without a text. The
+    store sees descriptions only (the model lives in the worker and reducer processes), so
+    that note is what tells it; a default that is not JSON means the note is the payload's own
+    prose, and the text stays plain."""
+    if not isinstance(desc, StrParameter) or not desc.description:
+        return None
+    text = desc.description
+    if text.startswith("JSON: "):
+        kind = text[len("JSON: ") :]
+    elif text.endswith(")") and "(JSON: " in text:
+        kind = text[text.rindex("(JSON: ") + len("(JSON: ") : -1]
+    else:
+        return None
+    try:
+        json.loads(desc.default)
+    except ValueError:
+        return None
+    return kind
+
+
 class ParameterStore:
     """Descriptions gathered from the payloads; values; the version history."""
 
@@ -79,7 +108,12 @@ class ParameterStore:
         return new
 
     def check(self, name: str, raw: bytes) -> None:
-        """Raise ParameterError unless ``raw`` is a valid value of a described parameter."""
+        """Raise ParameterError unless ``raw`` is a valid value of a described parameter.
+
+        Every way a value arrives (a Tango attribute write, an Arm, the ZeroMQ client's
+        ``parameters``, a memorized value restored) goes through here before it is kept or
+        sent: a value no worker could read would otherwise fail every event of every later
+        scan, and be memorized for the next restart too."""
         desc = self.descriptions.get(name)
         if desc is None:
             known = ", ".join(sorted(self.descriptions)) or "none"
@@ -90,6 +124,17 @@ class ParameterStore:
             raise
         except ValueError as exc:
             raise ParameterError(f"parameter {name!r}: {exc}") from None
+        if isinstance(desc, BoolParameter) and raw not in (b"True", b"False"):
+            # dranspose reads anything but "True" as false: "true" or "1" would be a silent no.
+            raise ParameterError(f"parameter {name!r} takes True or False, got {raw[:40]!r}")
+        kind = json_type(desc)
+        if kind is not None:
+            try:
+                loads_json(raw)
+            except ValueError as exc:
+                raise ParameterError(
+                    f"parameter {name!r} takes JSON ({kind}), got {raw[:40]!r}: {exc}"
+                ) from None
 
     def value_of(self, name: str) -> bytes:
         if name in self.values:
