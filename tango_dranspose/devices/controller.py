@@ -347,7 +347,11 @@ class DransposeController(PipelineDevice):
             self._restore(name, attr)
 
     def _restore(self, name: str, attr: str) -> None:
-        """After a restart, the memorized value comes back (unless set meanwhile)."""
+        """After a restart, the memorized value comes back (unless set meanwhile).
+
+        It is checked like any write (set_parameters): a value memorized before it would have
+        been refused, or that the payload's new version cannot read, is not applied; the
+        parameter keeps its default and the log says why."""
         store = self._scheduler.params
         if name in store.values:
             return
@@ -356,7 +360,9 @@ class DransposeController(PipelineDevice):
             if text is not None:
                 raw = pattrs.from_memorized(store.descriptions[name], text)
                 self.run(self._scheduler.set_parameters({name: raw}))
-        except (tango.DevFailed, ParameterError, TimeoutError) as exc:
+        except ParameterError as exc:
+            self.error_stream(f"not applying the memorized {attr} ({exc}); it keeps its default")
+        except (tango.DevFailed, TimeoutError) as exc:
             self.warn_stream(f"cannot restore the memorized {attr}: {exc}")
 
     def dynamic_pushed(self) -> tuple[str, ...]:
@@ -368,6 +374,8 @@ class DransposeController(PipelineDevice):
     def _write_parameter(self, attr: tango.WAttribute) -> None:
         name = self._param_attrs[attr.get_name()]
         desc = self._scheduler.params.descriptions[name]
+        # Checked before it is kept: Tango memorizes a written value only after this method
+        # returned, so a refusal here (DevFailed) leaves the DB's __value as it was.
         try:
             raw = pattrs.raw_value(desc, attr.get_write_value())
             version = self.run(self._scheduler.set_parameters({name: raw}))

@@ -51,7 +51,8 @@ def deployment(results: Path) -> dict[str, Any]:
                 "par": {
                     "DransposeReducer": {
                         RED: dev(
-                            ReducerClass="tests.system.payloads:ScaleReducer",
+                            # ScaleReducer with a parameter model: roi is JSON text.
+                            ReducerClass="tests.system.param_payloads:RoiScaleReducer",
                             ResultDir=str(results),
                             ResultWritePeriod="0.3",
                             **payload,
@@ -78,10 +79,27 @@ def ready(suite: Suite) -> tango.DeviceProxy:
     ctrl = suite.proxy(CTRL)
     wait_until(
         lambda: str(ctrl.state()) == "ON" and "2 workers" in ctrl.status()
-        and "param_scale" in [a.lower() for a in ctrl.get_attribute_list()],
+        and {"param_scale", "param_roi"} <= {a.lower() for a in ctrl.get_attribute_list()},
         60,
         f"controller not ready: {ctrl.status()}",
     )  # fmt: skip
+    return ctrl
+
+
+def memorized(suite: Suite, attr: str) -> list[str]:
+    """What the Tango DB keeps for ``attr`` of the controller (``__value``)."""
+    db = tango.Database(*suite.db.tango_host.split(":"))
+    props = db.get_device_attribute_property(CTRL, [attr])[attr]
+    return list(props.get("__value", []))
+
+
+def restart_controller(suite: Suite) -> tango.DeviceProxy:
+    suite.children["DransposeController/par"].stop()
+    suite.start(only="DransposeController/par")
+    ctrl = ready(suite)
+    # Memorized values are restored while the attribute is added, holding the device's
+    # monitor; a write waits for that monitor and refreshes the values read afterwards.
+    ctrl.write_attribute("param_label", "after restart")
     return ctrl
 
 
@@ -99,7 +117,7 @@ def camera(suite: Suite, n: int, interval: float) -> Proc:
 
 def test_parameters_are_typed_attributes_with_descriptions(suite: Suite) -> None:
     ctrl = ready(suite)
-    assert sorted(ctrl.Parameters) == ["label", "scale"]
+    assert sorted(ctrl.Parameters) == ["label", "roi", "scale"]
     conf = ctrl.get_attribute_config("param_scale")
     assert conf.data_type == tango.CmdArgType.DevDouble
     assert conf.writable == tango.AttrWriteType.READ_WRITE
@@ -204,3 +222,45 @@ def test_parameters_survive_a_controller_restart(suite: Suite) -> None:
     ctrl = ready(suite)
     wait_until(lambda: ctrl.param_scale == 4.0, 30, f"scale is {ctrl.param_scale}")
     assert ctrl.param_label == "kept"
+
+
+def test_a_refused_write_is_neither_applied_nor_memorized(suite: Suite) -> None:
+    ctrl = ready(suite)
+    conf = ctrl.get_attribute_config("param_roi")
+    assert conf.data_type == tango.CmdArgType.DevString
+    assert "JSON: tuple[int, int]" in conf.description
+    ctrl.write_attribute("param_roi", "[2, 5]")
+    assert memorized(suite, "param_roi") == ["[2, 5]"]
+    version = ctrl.ParameterVersion
+    # The probe of issue 13: this was accepted and memorized, and every later event failed.
+    with pytest.raises(tango.DevFailed) as refused:
+        ctrl.write_attribute("param_roi", "[1,2")
+    err = refused.value.args[0]
+    assert err.reason == "DRANSPOSE_InvalidParameter"
+    assert err.desc.startswith("parameter 'roi' takes JSON (tuple[int, int]), got b'[1,2': ")
+    assert ctrl.param_roi == "[2, 5]"
+    assert ctrl.ParameterVersion == version  # no new version: the workers were sent nothing
+    assert memorized(suite, "param_roi") == ["[2, 5]"]  # Tango kept the last good value
+    # Through Arm as well: refused before anything is armed, nothing applied.
+    request = {"map": {"cam": [[{"constraint": 0}]]}, "parameters": {"roi": "[1,2"}}
+    with pytest.raises(tango.DevFailed) as refused:
+        ctrl.Arm(json.dumps(request))
+    assert refused.value.args[0].reason == "DRANSPOSE_ArmRefused"
+    assert "parameter 'roi' takes JSON" in refused.value.args[0].desc
+    assert (ctrl.param_roi, ctrl.ParameterVersion) == ("[2, 5]", version)
+    # A restart applies the memorized good value, never the refused one.
+    ctrl = restart_controller(suite)
+    assert ctrl.param_roi == "[2, 5]"
+
+
+def test_a_bad_memorized_value_is_not_applied_after_a_restart(suite: Suite) -> None:
+    """A value memorized before it was refused (an older version, an edited DB): the
+    restarted controller leaves the parameter at its default and the workers never see it."""
+    ready(suite)
+    db = tango.Database(*suite.db.tango_host.split(":"))
+    db.put_device_attribute_property(CTRL, {"param_roi": {"__value": ["[9,"]}})
+    ctrl = restart_controller(suite)
+    assert ctrl.param_label == "after restart"  # the refresh the assertions below rely on
+    assert ctrl.param_roi == "[0, 8]"  # the payload's default
+    ctrl.write_attribute("param_roi", "[1, 3]")  # and it can be set again
+    assert memorized(suite, "param_roi") == ["[1, 3]"]
