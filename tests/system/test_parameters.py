@@ -264,3 +264,22 @@ def test_a_bad_memorized_value_is_not_applied_after_a_restart(suite: Suite) -> N
     assert ctrl.param_roi == "[0, 8]"  # the payload's default
     ctrl.write_attribute("param_roi", "[1, 3]")  # and it can be set again
     assert memorized(suite, "param_roi") == ["[1, 3]"]
+
+
+def test_the_reducer_device_keeps_result_files_in_its_result_dir(suite: Suite) -> None:
+    """AllowedResultDirs is not set: ResultDir alone is allowed (the device's default)."""
+    ctrl = ready(suite)
+    results = Path(suite.state) / "results"
+    outside = Path(suite.state) / "elsewhere" / "x.h5"
+    cells = {"cam": [[{"constraint": 0}]]}
+    with pytest.raises(tango.DevFailed) as refused:
+        ctrl.Arm(json.dumps({"map": cells, "scan_id": "../../x"}))
+    assert refused.value.args[0].reason == "DRANSPOSE_ArmRefused"
+    assert refused.value.args[0].desc.startswith("scan_id '../../x' is refused")
+    with pytest.raises(tango.DevFailed) as refused:
+        ctrl.Arm(json.dumps({"map": cells, "scan_id": "out", "output_file": str(outside)}))
+    assert refused.value.args[0].desc == (
+        f"arming failed: {RED}: output_file {outside} is outside the reducer's allowed result "
+        f"directories ({results})"
+    )
+    assert not outside.parent.exists()
