@@ -12,6 +12,11 @@ other recipients have it. An event stays *held* (its frames kept by the ingester
 worker owes it anything and its groups are settled; :meth:`Inflight.release` says up to where
 the ingesters may forget frames. Results are deduplicated downstream by (event, origin): the
 worker a share was first given to.
+
+A worker acknowledges a share with a result only once it handed the result to its socket, with
+the sequence number of that results message; the share still counts as *owed* until the
+reducer confirms it received that message (:meth:`Inflight.confirm`): a result that died with
+its worker, in its queues, is computed again like any other owed share.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ class Share:
     origin: str
     groups: tuple[GroupKey, ...]
     result_counted: bool = False
+    unconfirmed: bool = False  # acknowledged with a result the reducer has not confirmed
 
 
 @dataclass(slots=True)
@@ -47,11 +53,12 @@ class Group:
     events: deque[int] = field(default_factory=deque)  # its events still held, in order
     closed: bool = False
     busy: int = 0  # its events a worker still owes
+    unconfirmed: int = 0  # its results not yet confirmed by the reducer
     partial: bool = False  # some events were released before it settled (the hold cap)
 
     @property
     def settled(self) -> bool:
-        return self.closed and self.busy == 0
+        return self.closed and self.busy == 0 and self.unconfirmed == 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +76,7 @@ class Redispatch:
     moves: list[Move] = field(default_factory=list)
     rebinds: list[tuple[GroupKey, str]] = field(default_factory=list)
     dropped: int = 0  # broadcast shares given up
+    results_dropped: int = 0  # results of those that were expected and never confirmed
     completed: int = 0  # events that completed by it
     partial_groups: int = 0  # moved groups of which some events could no longer move
 
@@ -91,11 +99,19 @@ class Inflight:
         self.held: OrderedDict[int, Track] = OrderedDict()
         self.groups: dict[GroupKey, Group] = {}
         self.in_flight = 0  # held events some worker still owes
+        self.unconfirmed = 0  # shares whose result the reducer has not confirmed
         self.max_held = max_held
         self._next = 0  # one past the last event added
+        # Per worker: (results message seq, event) acknowledged and not yet confirmed.
+        self._sent: dict[str, deque[tuple[int, int]]] = {}
 
     def __len__(self) -> int:
         return self.in_flight
+
+    @property
+    def outstanding(self) -> int:
+        """Shares a worker owes, and results the reducer has not confirmed."""
+        return self.in_flight + self.unconfirmed
 
     def add(self, a: Assignment) -> bool:
         """Track an assigned event; False when no worker got anything (nothing to wait for)."""
@@ -125,7 +141,9 @@ class Inflight:
         self.in_flight += 1
         return True
 
-    def done(self, event: int, worker: str, has_result: bool) -> Done:
+    def done(self, event: int, worker: str, has_result: bool, seq: int = -1) -> Done:
+        """``worker`` finished its share of ``event``; its result (if any) went out in its
+        results message ``seq``."""
         track = self.held.get(event)
         if track is None or worker not in track.waiting:
             return Done(False)
@@ -134,15 +152,41 @@ class Inflight:
         for key in share.groups:
             self.groups[key].busy -= 1
         out = Done(True)
-        if has_result and not share.result_counted:
-            share.result_counted = True
-            out.new_result = True
+        if has_result:
+            if not share.result_counted:
+                share.result_counted = True
+                out.new_result = True
+            if seq >= 0:
+                share.unconfirmed = True
+                self.unconfirmed += 1
+                for key in share.groups:
+                    self.groups[key].unconfirmed += 1
+                self._sent.setdefault(worker, deque()).append((seq, event))
         if not track.waiting:
             self.in_flight -= 1
             if not track.counted:
                 track.counted = True
                 out.completed = True
         return out
+
+    def confirm(self, worker: str, upto: int) -> int:
+        """The reducer received ``worker``'s results messages up to ``upto``."""
+        sent = self._sent.get(worker)
+        confirmed = 0
+        while sent and sent[0][0] <= upto:
+            _, event = sent.popleft()
+            track = self.held.get(event)
+            share = track.shares.get(worker) if track is not None else None
+            if share is not None and share.unconfirmed:
+                self._unconfirm(share)
+                confirmed += 1
+        return confirmed
+
+    def _unconfirm(self, share: Share) -> None:
+        share.unconfirmed = False
+        self.unconfirmed -= 1
+        for key in share.groups:
+            self.groups[key].unconfirmed -= 1
 
     def owes(self, worker: str) -> list[int]:
         return [e for e, t in self.held.items() if worker in t.waiting]
@@ -152,7 +196,7 @@ class Inflight:
         held, groups = self.held, self.groups
         while held:
             event, track = next(iter(held.items()))
-            if track.waiting:
+            if track.waiting or any(sh.unconfirmed for sh in track.shares.values()):
                 break
             keys = [k for share in track.shares.values() for k in share.groups]
             if not all(groups[k].settled for k in keys):
@@ -179,6 +223,7 @@ class Inflight:
         Raises :class:`NoEligibleWorker` when a group has nowhere to go (nothing changed then).
         """
         out = Redispatch()
+        self._sent.pop(dead, None)
         moving = {k for k, g in self.groups.items() if g.worker == dead and not g.settled}
         # Groups that share an event of the dead worker must land on one worker together.
         parent = {k: k for k in moving}
@@ -224,6 +269,12 @@ class Inflight:
                 continue
             target = next((targets[k] for k in share.groups if k in targets), None)
             was_waiting = dead in track.waiting
+            if share.unconfirmed:
+                # Its result may have died in the worker's queues: owed again.
+                self._unconfirm(share)
+                owed_result = True
+            else:
+                owed_result = False
             del track.shares[dead]
             track.waiting.discard(dead)
             if target is None:
@@ -236,6 +287,9 @@ class Inflight:
                         if not track.counted:
                             track.counted = True
                             out.completed += 1
+                elif owed_result:
+                    out.dropped += 1
+                    out.results_dropped += 1
                 continue
             track.shares[target] = Share(
                 share.streams, share.origin, share.groups, share.result_counted

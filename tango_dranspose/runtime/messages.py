@@ -44,11 +44,12 @@ class Armed(Message):
 
 
 class Done(Message):
-    """A worker finished events: ``[event, produced_a_result]`` pairs."""
+    """A worker finished events: ``[event, produced_a_result, seq]``; a result went out in
+    the worker's results message ``seq`` (-1: no result)."""
 
     op: Literal["done"] = "done"
     scan: int
-    events: list[tuple[int, bool]]
+    events: list[tuple[int, bool, int]]
     errors: int = 0
     last_error: str | None = None
     lost: int = 0  # events whose frames could not be sent again after a worker died
@@ -70,6 +71,8 @@ class Reduced(Message):
     results: int
     errors: int = 0
     last_error: str | None = None
+    # worker -> the last of its results messages received (each worker numbers its own)
+    received: dict[str, int] = {}
 
 
 class Finished(Message):

@@ -129,6 +129,10 @@ class Recovery:
             assigner.rebind(occurrence, constraint, target)
         scan.completed += plan.completed
         scan.redispatched += len(plan.moves)
+        if plan.results_dropped:
+            # Results of broadcast shares that died with the worker: not expected any more.
+            scan.results_expected -= plan.results_dropped
+            scan.lose(plan.results_dropped, "results of a dead worker's broadcast shares")
         owner = {s: ing for ing, ss in scan.ingesters.items() for s in ss}
         per_ing: dict[str, list[tuple[int, dict[str, list[str]]]]] = {i: [] for i in scan.ingesters}
         per_worker: dict[str, list[tuple[int, list[str], bool]]] = {}

@@ -71,6 +71,7 @@ class _Scan:
     # again after its worker died is reduced once, whoever computed it.
     seen: dict[str, set[int]] = field(default_factory=dict)
     duplicates: int = 0
+    received: dict[str, int] = field(default_factory=dict)  # worker -> last results message
 
 
 def result_path(
@@ -282,7 +283,7 @@ class ReducerService(PayloadService):
     async def _receive(self, frames: list[Any]) -> None:
         scan = self.scan
         try:
-            scan_no, worker, phash, table = transport.unpack_result_header(frames[0].buffer)
+            scan_no, worker, phash, table, seq = transport.unpack_result_header(frames[0].buffer)
             if sum(n for _, n, _ in table) != len(frames) - 1:
                 raise ValueError("frame count does not match the header")
         except (ValueError, TypeError, UnicodeDecodeError) as exc:
@@ -292,6 +293,10 @@ class ReducerService(PayloadService):
         if scan is None or scan_no != scan.number or scan.finished:
             self.stale += len(table)
             return
+        if seq > scan.received.get(worker, -1):
+            # Confirmed to the scheduler with the next report: these results need not be
+            # computed again if their worker dies now.
+            scan.received[worker] = seq
         results = []
         pos = 1
         for event, count, origin in table:
@@ -313,11 +318,18 @@ class ReducerService(PayloadService):
 
     def _thread_main(self) -> None:
         next_timer = time.monotonic() + 1.0
+        # A report skipped for its rate limit is sent when due: the scheduler completes a scan
+        # only once the last results are confirmed received.
+        report_due: float | None = None
         while True:
-            timeout = max(0.0, next_timer - time.monotonic())
+            wake = next_timer if report_due is None else min(next_timer, report_due)
             try:
-                item = self._work.get(timeout=timeout)
+                item = self._work.get(timeout=max(0.0, wake - time.monotonic()))
             except queue.Empty:
+                if report_due is not None and time.monotonic() < next_timer:
+                    report_due = None
+                    self._report(self.scan, force=True)
+                    continue
                 item = ("timer",)
             if item is None:
                 self.close_payload(self.scan.payload if self.scan else None)
@@ -340,7 +352,7 @@ class ReducerService(PayloadService):
                     )
                 else:
                     next_timer = time.monotonic() + 1.0
-                self._report(scan, force=False)
+                report_due = None if self._report(scan, force=False) else report_due
                 self._write_periodically(scan)
                 continue
             if what == "params":
@@ -365,7 +377,10 @@ class ReducerService(PayloadService):
             for s in (scan, item[1]):
                 if s is not None:
                     self._maybe_finish(s)
-            self._report(scan, force=False)
+            if self._report(scan, force=False):
+                report_due = None
+            elif report_due is None:
+                report_due = self._last_report + REPORT_INTERVAL
 
     def _construct(self, scan: _Scan) -> str | None:
         try:
@@ -490,15 +505,21 @@ class ReducerService(PayloadService):
         )
         self.call_soon(self.changed)  # the final publish tree and result file are there now
 
-    def _report(self, scan: _Scan | None, force: bool) -> None:
+    def _report(self, scan: _Scan | None, force: bool) -> bool:
+        """Tell the scheduler how far the reducer got; False when the rate limit held it."""
         if scan is None:
-            return
+            return True
         now = time.monotonic()
         if not force and now - self._last_report < REPORT_INTERVAL:
-            return
+            return False
         self._last_report = now
         msg = Reduced(
-            scan=scan.number, results=scan.results, errors=self.errors, last_error=self.last_error
+            scan=scan.number,
+            results=scan.results,
+            errors=self.errors,
+            last_error=self.last_error,
+            received=dict(scan.received),
         )
         self.call_soon(self.send_nowait, msg)
         self.call_soon(self.changed)
+        return True

@@ -205,6 +205,9 @@ class Scheduler:
             scan.reducer_errors = msg.errors
             if msg.last_error:
                 scan.last_error = msg.last_error
+            confirmed = sum(scan.inflight.confirm(w, seq) for w, seq in msg.received.items())
+            if confirmed and scan.state is Phase.RUNNING:
+                await self._pump(scan)  # frees frames, and may complete the scan
         elif isinstance(msg, Finished):
             if msg.kind == "reducer":
                 scan.reducer_summary = msg.summary
@@ -432,8 +435,8 @@ class Scheduler:
         assert scan.assigner is not None
         inflight = scan.inflight
         known = 0
-        for event, has_result in msg.events:
-            done = inflight.done(event, worker, has_result)
+        for event, has_result, seq in msg.events:
+            done = inflight.done(event, worker, has_result, seq)
             if not done.known:
                 continue
             known += 1
@@ -470,7 +473,7 @@ class Scheduler:
         if scan.state is not Phase.RUNNING or scan.assigner is None:
             return
         if not is_complete(
-            scan.assigner.done, scan.inflight.in_flight, scan.last_event_of, scan.ingested
+            scan.assigner.done, scan.inflight.outstanding, scan.last_event_of, scan.ingested
         ):
             return
         scan.to(Phase.FINISHING)

@@ -81,20 +81,22 @@ _RESULT = struct.Struct("<II")
 ResultTable = list[tuple[int, int] | tuple[int, int, str]]
 
 
-def pack_result_header(scan: int, worker: str, parameters_hash: str, results: ResultTable) -> bytes:
-    body = json.dumps([worker, parameters_hash, results], separators=(",", ":")).encode()
+def pack_result_header(
+    scan: int, worker: str, parameters_hash: str, results: ResultTable, seq: int = -1
+) -> bytes:
+    body = json.dumps([worker, parameters_hash, results, seq], separators=(",", ":")).encode()
     return _RESULT.pack(scan, len(results)) + body
 
 
 def unpack_result_header(
     raw: bytes | memoryview,
-) -> tuple[int, str, str, list[tuple[int, int, str]]]:
-    """(scan, worker, parameters hash, [(event, frame count, origin)])."""
+) -> tuple[int, str, str, list[tuple[int, int, str]], int]:
+    """(scan, worker, parameters hash, [(event, frame count, origin)], message seq)."""
     view = memoryview(raw)
     if len(view) < _RESULT.size:
         raise ValueError("result header too short")
     scan, count = _RESULT.unpack_from(view)
-    worker, phash, table = json.loads(bytes(view[_RESULT.size :]))
+    worker, phash, table, *rest = json.loads(bytes(view[_RESULT.size :]))
     if not isinstance(table, list) or len(table) != count:
         raise ValueError("result header table does not match its count")
     worker = str(worker)
@@ -103,6 +105,7 @@ def unpack_result_header(
         worker,
         str(phash),
         [(int(r[0]), int(r[1]), str(r[2]) if len(r) > 2 else worker) for r in table],
+        int(rest[0]) if rest else -1,
     )
 
 

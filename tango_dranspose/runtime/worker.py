@@ -57,6 +57,7 @@ class _Scan:
     switches: deque[tuple[int, int, str, dict[str, Any]]] = field(default_factory=deque)
     # Events sent again after a worker died -> the worker whose results they stand for.
     origins: dict[int, str] = field(default_factory=dict)
+    seq: int = 0  # results messages sent in this scan (the reducer confirms them by number)
 
 
 DONE_DELAY = 0.01  # seconds an acknowledgement may wait for company
@@ -70,6 +71,7 @@ class _Outbox:
     table: transport.ResultTable = field(default_factory=list)
     frames: list[Any] = field(default_factory=list)
     nbytes: int = 0
+    acks: list[int] = field(default_factory=list)  # events acknowledged once this is sent
 
 
 class WorkerService(PayloadService):
@@ -98,7 +100,8 @@ class WorkerService(PayloadService):
         self.times = Percentiles()
         self._busy_total = 0.0
         self._started = time.monotonic()
-        self._done: list[tuple[int, int, bool]] = []  # (scan, event, produced a result)
+        # (scan, event, produced a result, the results message that carried it)
+        self._done: list[tuple[int, int, bool, int]] = []
         self._lost: dict[int, list[int]] = {}  # scan -> [events lost, results lost] not told
         self.lost_events = 0
         self.lost_results = 0
@@ -328,11 +331,19 @@ class WorkerService(PayloadService):
         if not box.table:
             return
         self._outbox = _Outbox()
-        head = transport.pack_result_header(scan.number, self.name, scan.parameters_hash, box.table)
+        seq = scan.seq
+        head = transport.pack_result_header(
+            scan.number, self.name, scan.parameters_hash, box.table, seq
+        )
         parts = [head, *box.frames]
         while True:
             try:
                 transport.send_parts(sock, parts, zmq.NOBLOCK)
+                scan.seq += 1
+                # Acknowledged only now that the results are on their way, with the number
+                # the reducer will confirm: a result that dies here is computed again.
+                for event in box.acks:
+                    self._ack(scan, event, True, seq=seq)
                 return
             except zmq.Again:
                 if scan.stopped:
@@ -356,13 +367,18 @@ class WorkerService(PayloadService):
         try:
             result = scan.payload.process_event(event, scan.params, tick)
             if result is not None:
-                parts = encode_result(result)
+                # Copied now: the codec is zero-copy, and a payload may overwrite its array
+                # in place for the next event while this result still waits to be sent.
+                parts = [
+                    bytes(p) if isinstance(p, memoryview) else p for p in encode_result(result)
+                ]
                 box = self._outbox
                 origin = scan.origins.get(event.event_number)
                 if origin is None:
                     box.table.append((event.event_number, len(parts)))
                 else:
                     box.table.append((event.event_number, len(parts), origin))
+                box.acks.append(event.event_number)
                 box.frames.extend(parts)
                 box.nbytes += sum(p.nbytes if isinstance(p, memoryview) else len(p) for p in parts)
                 has_result = True
@@ -377,11 +393,14 @@ class WorkerService(PayloadService):
         self._busy_total += took
         self.times.add(took)
         self.processed += 1
-        self._ack(scan, event.event_number, has_result)
+        if not has_result:
+            self._ack(scan, event.event_number, False)
 
-    def _ack(self, scan: _Scan, event: int, has_result: bool, lost: bool = False) -> None:
+    def _ack(
+        self, scan: _Scan, event: int, has_result: bool, lost: bool = False, seq: int = -1
+    ) -> None:
         with self._done_lock:
-            self._done.append((scan.number, event, has_result))
+            self._done.append((scan.number, event, has_result, seq))
             if lost:
                 self.lost_events += 1
                 self._lost.setdefault(scan.number, [0, 0])[0] += 1
@@ -415,9 +434,9 @@ class WorkerService(PayloadService):
             lost, self._lost = self._lost, {}
             self._flush_pending = False
         # A flush timed during one scan may fire after the next began: group by scan.
-        per_scan: dict[int, list[tuple[int, bool]]] = {n: [] for n in lost}
-        for scan_no, event, has_result in done:
-            per_scan.setdefault(scan_no, []).append((event, has_result))
+        per_scan: dict[int, list[tuple[int, bool, int]]] = {n: [] for n in lost}
+        for scan_no, event, has_result, seq in done:
+            per_scan.setdefault(scan_no, []).append((event, has_result, seq))
         for scan_no, events in per_scan.items():
             lost_events, lost_results = lost.get(scan_no, (0, 0))
             self.send_nowait(

@@ -319,11 +319,11 @@ def test_late_acknowledgements_keep_their_own_scan_number() -> None:
         sent: list[Message] = []
         worker.send_nowait = sent.append  # type: ignore[method-assign]
         # A flush timed during scan 1 fires after scan 2's first events were done.
-        worker._done = [(1, 7, True), (2, 0, True), (2, 1, False)]
+        worker._done = [(1, 7, True, 3), (2, 0, True, 0), (2, 1, False, -1)]
         worker._flush_done()
         assert [(m.scan, m.events) for m in sent if isinstance(m, Done)] == [
-            (1, [(7, True)]),
-            (2, [(0, True), (1, False)]),
+            (1, [(7, True, 3)]),
+            (2, [(0, True, 0), (1, False, -1)]),
         ]
         worker.control.close(0)
 
