@@ -88,6 +88,8 @@ def deployment(results: Path, http_port: int) -> dict[str, Any]:
                         REDUCER: dev(
                             ReducerClass="tests.sardana.payloads:PointReducer",
                             ResultDir=str(results),
+                            # Sardana's scan directory too: result files go beside the raw data.
+                            AllowedResultDirs=[str(results), str(results.parent / "scans")],
                             **payload,
                         )
                     }
