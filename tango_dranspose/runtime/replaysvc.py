@@ -2,13 +2,14 @@
 (a ``file://`` upstream per stream), N workers and the reducer, on one asyncio loop over real
 ZeroMQ sockets (tcp://127.0.0.1), exactly as a distributed scan wires them.
 
-This is the measured alternative to the in-process loop of ``runtime.replay`` (decision
-0015 says why ``tango-dranspose replay`` keeps that loop). It runs the very code a live scan
-runs, so it also shows what only a live scan does: results reduced in arrival order, the
-worker's batching of results, the ingester's framing of dumps. It takes capture files only,
-once each: HDF5 inputs and coded sources are events, not upstream messages, and a capture read
-twice over (``--loop``) would be a detector starting a second series inside the scan, which
-the live runtime ends the stream at (decision 0011).
+This is the measured alternative to the in-process loop of ``runtime.replay``; decision 0015
+says why ``tango-dranspose replay`` keeps that loop. It runs the very code a live scan runs,
+so it also shows what only a live scan does: results reduced in arrival order, the worker's
+batching of results, the ingester's framing of dumps. It takes capture files, read once:
+HDF5 inputs and coded sources are events, not upstream messages, and a capture played twice
+over (``--loop``) is, to a framer, a second series, which protocols treat differently (STINS
+takes it after the first series' end message; the PandA position capture drops everything
+after its end).
 """
 
 from __future__ import annotations
@@ -73,8 +74,8 @@ def run_replay_services(cfg: ReplayConfig, *, window: int = WINDOW) -> ReplaySum
     (including an arm the scheduler refuses, as ``ArmError``)."""
     if cfg.loop != 1:
         raise CaptureError(
-            "the live services read a capture once: a second pass would start a new series "
-            "inside the scan, which ends the stream"
+            "the live services read each capture once: played again, it is a second series "
+            "to the framer, not a continuation"
         )
     if cfg.source is not None or any(is_hdf5_spec(c) for c in cfg.captures):
         raise CaptureError("the live services replay capture files only (no HDF5, no --source)")
@@ -131,7 +132,10 @@ async def _run(
         await sched.wait_for(
             {"ingester": len(ingesters), "worker": len(workers), "reducer": 1}, timeout=30
         )
-        metadata = {"output": str(cfg.output.absolute())} if cfg.output is not None else {}
+        metadata: dict[str, Any] = {}
+        if cfg.output is not None:
+            # -o replaces an existing file, as the replay does; a live arm must say so.
+            metadata = {"output": str(cfg.output.absolute()), "overwrite": True}
         start = time.perf_counter()
         await sched.arm(tmap, scan_id=SCAN_ID, parameters=dict(cfg.parameters), metadata=metadata)
         await sched.wait()

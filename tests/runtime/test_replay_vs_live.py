@@ -68,7 +68,9 @@ class RowWorker:
 
 
 class StateWorker:
-    # Returns its running state: one array, overwritten in place by every event.
+    # Returns its running state: one array, overwritten in place by every event. The codec
+    # sends arrays zero-copy, and a live worker holds results while more events wait: what
+    # is reduced must still be the array as it was when returned.
     def __init__(self, *args, **kwargs):
         self.state = np.zeros(5, dtype=np.int64)
 
@@ -173,7 +175,15 @@ def published(path: Path) -> dict[str, Any]:
 
 
 def live(
-    files: list[str], worker: str, workers: int, tmap: TriggerMap, payloads: Path, out: Path
+    files: list[str],
+    worker: str,
+    workers: int,
+    tmap: TriggerMap,
+    payloads: Path,
+    out: Path,
+    *,
+    reducer: str = f"{PACKAGE}:Reducer",
+    parameters: dict[str, bytes] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The live runtime's publish tree and scan summary for ``files`` under ``tmap``."""
     fed = feeds(files)
@@ -181,18 +191,20 @@ def live(
     async def go() -> dict[str, Any]:
         async with pipeline(
             [(stream, typ) for stream, (typ, _) in fed.items()],
-            f"{PACKAGE}:{worker}",
-            f"{PACKAGE}:Reducer",
+            worker if ":" in worker else f"{PACKAGE}:{worker}",
+            reducer,
             workers=[("generic",)] * workers,
             search=[str(payloads)],
             output_dir=str(out),
         ) as p:
-            await p.scheduler.arm(tmap, scan_id="live")
+            await p.scheduler.arm(tmap, scan_id="live", parameters=parameters)
             # Every stream at once, as detectors do: the ingester may need one stream's next
             # frame while another's messages still wait to be sent.
             senders = [asyncio.ensure_future(p.send(s, msgs)) for s, (_, msgs) in fed.items()]
             try:
                 scan = await p.scheduler.wait(60)
+            except asyncio.TimeoutError:
+                pytest.fail(f"the live scan did not end: {p.scheduler.summary()}")
             finally:
                 for task in senders:
                     task.cancel()  # frames the map never asked for stay unsent
@@ -204,13 +216,22 @@ def live(
 
 
 def replayed(
-    files: list[str], worker: str, workers: int, tmap: TriggerMap | None, payloads: Path, out: Path
+    files: list[str],
+    worker: str,
+    workers: int,
+    tmap: TriggerMap | None,
+    payloads: Path,
+    out: Path,
+    *,
+    reducer: str = f"{PACKAGE}:Reducer",
+    parameters: dict[str, bytes] | None = None,
 ) -> tuple[dict[str, Any], ReplaySummary]:
     s = run_replay(
         ReplayConfig(
-            worker=f"{PACKAGE}:{worker}",
-            reducer=f"{PACKAGE}:Reducer",
+            worker=worker if ":" in worker else f"{PACKAGE}:{worker}",
+            reducer=reducer,
             captures=files,
+            parameters=parameters or {},
             workers=workers,
             trigger_map=tmap,
             output=out / "replay.h5",
@@ -227,6 +248,17 @@ def assert_same_ledger(s: ReplaySummary, status: dict[str, Any]) -> None:
         assert (got["delivered"], got["discarded"]) == (led.delivered, led.discarded), stream
 
 
+def assert_same_counts(a: ReplaySummary, b: ReplaySummary) -> None:
+    assert (a.events, a.results) == (b.events, b.results)
+    for stream, led in a.streams.items():
+        other = b.streams[stream]
+        assert (led.delivered, led.discarded, led.missing) == (
+            other.delivered,
+            other.discarded,
+            other.missing,
+        ), stream
+
+
 def pairs_map(files: list[str]) -> TriggerMap:
     """Frames in pairs on one worker, every fourth discarded, each stream's first and last
     frame (start and end messages) to every worker: a typical live map."""
@@ -241,7 +273,7 @@ def pairs_map(files: list[str]) -> TriggerMap:
 
 @pytest.mark.captures
 @pytest.mark.parametrize("workers", [1, 2])
-@pytest.mark.parametrize("worker", ["RowWorker", "PileWorker"])
+@pytest.mark.parametrize("worker", ["RowWorker", "StateWorker", "PileWorker"])
 @pytest.mark.parametrize("name", SETS)
 def test_without_a_map_replay_equals_live_under_the_default_map(
     captures: Path, payloads: Path, tmp_path: Path, name: str, worker: str, workers: int
@@ -261,7 +293,7 @@ def test_without_a_map_replay_equals_live_under_the_default_map(
 
 
 @pytest.mark.captures
-@pytest.mark.parametrize("worker", ["RowWorker", "PileWorker"])
+@pytest.mark.parametrize("worker", ["RowWorker", "StateWorker", "PileWorker"])
 @pytest.mark.parametrize("name", SETS)
 def test_with_a_map_replay_equals_live(
     captures: Path, payloads: Path, tmp_path: Path, name: str, worker: str
@@ -280,23 +312,25 @@ def test_with_a_map_replay_equals_live(
 
 
 @pytest.mark.captures
-@pytest.mark.xfail(
-    strict=True,
-    reason="live worker bug: WorkerService._process encodes a result into views of the "
-    "payload's arrays (resultcodec.encode is zero-copy) and holds them in its outbox while "
-    "it processes the next events; a worker that overwrites its array in place sends the "
-    "array as it is at send time, so the reducer gets the same (latest) row several times",
-)
-def test_a_returned_array_the_worker_keeps_changing_is_reduced_as_returned_live(
+def test_parameters_reach_the_payloads_alike(
     captures: Path, payloads: Path, tmp_path: Path
 ) -> None:
-    # 1502 events: the worker always holds several results before sending them.
-    files = files_of(captures, "pcap-zmq.cbors")
-    tree, _ = replayed(files, "StateWorker", 1, None, payloads, tmp_path)
-    np.testing.assert_array_equal(tree["rows"][:, 0], np.arange(len(tree["rows"])))
+    files = files_of(captures, "dump_xrd.cbors")
+    roi = ("tango_dranspose.examples.roi:RoiWorker", "tango_dranspose.examples.roi:RoiReducer")
+    params = {"roi": b"[2, 8, 3, 7]", "threshold": b"20"}
+    tree, s = replayed(
+        files, roi[0], 2, None, payloads, tmp_path, reducer=roi[1], parameters=params
+    )
     tmap = default_trigger_map(open_inputs(ReplayConfig("", "", files)))
-    live_tree, _ = live(files, "StateWorker", 1, tmap, payloads, tmp_path)
+    live_tree, status = live(
+        files, roi[0], 2, tmap, payloads, tmp_path, reducer=roi[1], parameters=params
+    )
     assert_same_tree(tree, live_tree)
+    with h5py.File(tmp_path / "live_processed.h5") as f:
+        assert f["roi"].attrs["roi"] == "[2, 8, 3, 7]"
+    whole, _ = replayed(files, roi[0], 2, None, payloads, tmp_path, reducer=roi[1])
+    assert not np.array_equal(whole["roi"]["intensity"], tree["roi"]["intensity"])
+    assert_same_ledger(s, status)
 
 
 # -- the services-based replay (decision 0015) --------------------------------------------------
@@ -310,6 +344,7 @@ def test_the_services_replay_gives_the_replays_result(
     files = files_of(captures, name)
     tree, s = replayed(files, "RowWorker", 2, None, payloads, tmp_path)
     out = tmp_path / "services.h5"
+    out.write_bytes(b"an earlier result")  # -o replaces a file, as the replay's does
     v = run_replay_services(
         ReplayConfig(
             worker=f"{PACKAGE}:RowWorker",
@@ -321,11 +356,42 @@ def test_the_services_replay_gives_the_replays_result(
         )
     )
     assert v.ok and v.output == out
-    assert (v.events, v.results) == (s.events, s.results)
-    assert {k: led.delivered for k, led in v.streams.items()} == {
-        k: led.delivered for k, led in s.streams.items()
-    }
+    assert_same_counts(s, v)
     assert_same_tree(tree, published(out), name)
+
+
+@pytest.mark.captures
+def test_frames_a_capture_does_not_have_are_missing_alike(
+    captures: Path, payloads: Path, tmp_path: Path
+) -> None:
+    # A map longer than the DanMAX scan (13 frames per stream): orca and pcap_rot run out
+    # two events before its end, sardana (no frame every third event) has frames left. Only
+    # an upstream that ends can say so: the services replay reads the files as file://.
+    n = 13
+    tmap = TriggerMap.from_json(
+        {
+            "orca": [[{"constraint": i // 2}] for i in range(n)],
+            "pcap_rot": [[] if i % 2 == 0 else [{"constraint": i // 2}] for i in range(n)],
+            "sardana": [None if i % 3 == 0 else [{"constraint": i // 2}] for i in range(n)],
+        }
+    )
+    cfg = ReplayConfig(
+        worker=f"{PACKAGE}:RowWorker",
+        reducer=f"{PACKAGE}:Reducer",
+        captures=files_of(captures, "danmax-tomo"),
+        workers=2,
+        trigger_map=tmap,
+        output=tmp_path / "replay.h5",
+        search=[payloads],
+    )
+    s = run_replay(cfg)
+    cfg.output = tmp_path / "services.h5"
+    v = run_replay_services(cfg)
+    assert s.ok and v.ok, (s.failures, v.failures)
+    assert (s.streams["orca"].missing, s.streams["pcap_rot"].missing) == (2, 2)
+    assert s.streams["sardana"].unused == 3
+    assert_same_counts(s, v)
+    assert_same_tree(published(tmp_path / "replay.h5"), published(tmp_path / "services.h5"))
 
 
 def test_the_services_replay_refuses_what_has_no_upstream(tmp_path: Path) -> None:
@@ -333,7 +399,7 @@ def test_the_services_replay_refuses_what_has_no_upstream(tmp_path: Path) -> Non
 
     base = ReplayConfig(worker="w:W", reducer="r:R", captures=[str(tmp_path / "x.cbors")])
     for cfg, message in [
-        (ReplayConfig(**{**base.__dict__, "loop": 2}), "read a capture once"),
+        (ReplayConfig(**{**base.__dict__, "loop": 2}), "read each capture once"),
         (ReplayConfig(**{**base.__dict__, "source": "m:Source"}), "capture files only"),
         (ReplayConfig(**{**base.__dict__, "captures": ["cam=scan.h5"]}), "files only"),
     ]:
