@@ -25,20 +25,27 @@ debian_packages() {
 }
 
 cpp_tango_db() {
-    # The facility C++ Tango DB, for the system tests; without it they skip its cases and say
-    # why, so a failed install must not stop the test run.
-    [ -x /usr/lib/tango/DataBaseds ] && return 0
+    # The facility C++ Tango DB and its access control server, for the system tests; without
+    # them they skip their cases and say why, so a failed install must not stop the test run.
+    [ -x /usr/lib/tango/DataBaseds ] && [ -x /usr/lib/tango/TangoAccessControl ] && return 0
     if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
-        log "no C++ Tango DB (Debian packages mariadb-server tango-db): its tests will skip"
+        log "no C++ Tango DB (Debian packages mariadb-server tango-db tango-accesscontrol):" \
+            "its tests will skip"
         return 0
     fi
     # The packages' postinst cannot reach a MariaDB without systemd and says so: harmless,
-    # the tests start their own MariaDB.
-    log "installing Debian packages: mariadb-server tango-db (log: $VENV/apt.log)"
+    # the tests start their own MariaDB (and TangoAccessControl).
+    log "installing Debian packages: mariadb-server tango-db tango-accesscontrol" \
+        "(log: $VENV/apt.log)"
     if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
             apt-get install -y -qq mariadb-server tango-db; } >"$VENV/apt.log" 2>&1; then
         tail -n 15 "$VENV/apt.log" >&2
         log "installing the C++ Tango DB failed (log: $VENV/apt.log); its tests will skip"
+    # Apart, so that without it only the access control tests skip.
+    elif ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tango-accesscontrol \
+            >>"$VENV/apt.log" 2>&1; then
+        tail -n 15 "$VENV/apt.log" >&2
+        log "installing tango-accesscontrol failed (log: $VENV/apt.log); its tests will skip"
     fi
 }
 
