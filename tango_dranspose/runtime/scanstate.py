@@ -19,8 +19,8 @@ from tango_dranspose.runtime.stats import Rate
 # another at once, so it is declared sooner; a reducer's or ingester's death fails the scan, so
 # a loaded machine gets more benefit of the doubt. A killed process is found sooner still: its
 # connection drops, and a probe of it fails (see Scheduler._watch).
-DEAD_AFTER = {"worker": 1.8, "ingester": 3.0, "reducer": 3.0}
-DEAD_AFTER_DEFAULT = 3.0
+DEAD_AFTER = {"worker": 1.8, "ingester": 4.5, "reducer": 4.5}
+DEAD_AFTER_DEFAULT = 4.5
 
 
 @dataclass
